@@ -1,0 +1,67 @@
+"""Every Redis key and stream name StormAlert uses, and the shard function.
+
+Keys that belong together carry one hash tag (the part in braces) so a Redis Cluster keeps
+them in one slot: each tick shard has its own tag, and each user's keys share the user's.
+"""
+
+import zlib
+
+PREFIX = "sa"
+
+# Streams
+ALERTS = "sa:alerts"
+ALERTS_DEAD = "sa:alerts:dead"
+RULE_CHANGES = "sa:rules:changes"
+
+# Consumer groups
+ENGINE_GROUP = "engine"
+NOTIFY_GROUP = "notify"
+
+# Control plane
+USERS = "sa:users"
+RULES = "sa:rules"
+INSTRUMENTS = "sa:instruments"
+QUOTES = "sa:quotes"
+FEEDS = "sa:feeds"
+LATENCY = "sa:latency"
+
+# Stream trimming
+TICKS_MAXLEN = 200_000
+ALERTS_MAX_AGE_DAYS = 30
+RULE_CHANGES_MAXLEN = 10_000
+DELIVERY_TTL_S = 7 * 24 * 3600
+HEARTBEAT_TTL_S = 15
+
+
+def ticks(shard: int) -> str:
+    """The tick stream of one engine shard."""
+    return f"sa:ticks:{{{shard}}}"
+
+
+def shard_for(sym: str, shards: int) -> int:
+    """The engine shard that owns a symbol; ingest and engine both call this."""
+    return zlib.crc32(sym.encode()) % shards
+
+
+def user(name: str) -> str:
+    return f"sa:user:{{{name}}}"
+
+
+def user_channels(name: str) -> str:
+    return f"sa:user:{{{name}}}:channels"
+
+
+def user_rules(name: str) -> str:
+    return f"sa:user:{{{name}}}:rules"
+
+
+def delivery(alert_id: str) -> str:
+    """Hash of channel id -> delivery record for one alert (idempotency and log)."""
+    return f"sa:dlv:{{{alert_id}}}"
+
+
+def heartbeat(process: str) -> str:
+    return f"sa:hb:{process}"
+
+
+HEARTBEAT_PATTERN = "sa:hb:*"

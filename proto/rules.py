@@ -1,0 +1,192 @@
+"""The Rule type: what a user stores, validated when it is stored, never on the first tick.
+
+Semantics of each kind are written in ARCHITECTURE.md ("Rules: kinds and exact semantics");
+the engine implements them, this module only says what a valid rule looks like.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]*:[^\s:][^:]*$")
+RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RuleError(ValueError):
+    """A rule that cannot be stored; the message names the field and the reason."""
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite_positive(value: float, name: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0")
+    return value
+
+
+class LevelParams(_Params):
+    level: float
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: float) -> float:
+        return _finite_positive(v, "level")
+
+
+class ChangePctParams(_Params):
+    pct: float
+    direction: Literal["up", "down", "either"] = "either"
+
+    @field_validator("pct")
+    @classmethod
+    def _pct(cls, v: float) -> float:
+        return _finite_positive(v, "pct")
+
+
+class TrailingPctParams(_Params):
+    pct: float
+    direction: Literal["down", "up"] = "down"
+
+    @field_validator("pct")
+    @classmethod
+    def _pct(cls, v: float) -> float:
+        v = _finite_positive(v, "pct")
+        if v >= 100:
+            raise ValueError("pct must be below 100")
+        return v
+
+
+class WindowPctParams(_Params):
+    pct: float
+    window_s: float
+    direction: Literal["up", "down", "either"] = "either"
+
+    @field_validator("pct", "window_s")
+    @classmethod
+    def _positive(cls, v: float, info: Any) -> float:
+        return _finite_positive(v, info.field_name)
+
+
+PARAMS_BY_KIND: dict[str, type[_Params]] = {
+    "cross_above": LevelParams,
+    "cross_below": LevelParams,
+    "change_pct": ChangePctParams,
+    "trailing_pct": TrailingPctParams,
+    "window_pct": WindowPctParams,
+}
+
+
+class Rule(BaseModel):
+    """A stored alert rule. ``params`` is validated against the kind's own model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: "r" + secrets.token_hex(4))
+    user: str = ""
+    symbol: str
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    frequency: Literal["once", "every"] = "every"
+    cooldown_s: float = 0.0
+    expires_at: int | None = None  # epoch ms; ISO-8601 accepted on input
+    channels: list[str] = Field(default_factory=lambda: ["default"])
+    active: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not RULE_ID_RE.match(v):
+            raise ValueError("id must be 1-64 letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        if not SYMBOL_RE.match(v):
+            raise ValueError("symbol must look like EXCHANGE:TRADINGSYMBOL, e.g. NSE:INFY")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in PARAMS_BY_KIND:
+            raise ValueError(f"unknown kind {v!r}; known: {', '.join(sorted(PARAMS_BY_KIND))}")
+        return v
+
+    @field_validator("cooldown_s")
+    @classmethod
+    def _cooldown(cls, v: float) -> float:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError("cooldown_s must be a finite number >= 0")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str]) -> list[str]:
+        if not v or any(not c or "," in c for c in v):
+            raise ValueError("channels must be a non-empty list of tag names without commas")
+        return v
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _expires(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                when = datetime.fromisoformat(v)
+            except ValueError as exc:
+                raise ValueError("expires_at must be epoch ms or ISO-8601 with an offset") from exc
+            if when.tzinfo is None:
+                raise ValueError("expires_at must carry a UTC offset, e.g. +05:30")
+            return int(when.timestamp() * 1000)
+        return v
+
+    @model_validator(mode="after")
+    def _params(self) -> Rule:
+        model = PARAMS_BY_KIND[self.kind]
+        try:
+            normalised = model.model_validate(self.params).model_dump()
+        except ValidationError as exc:
+            raise ValueError("params." + describe_validation_error(exc)) from None
+        object.__setattr__(self, "params", normalised)
+        return self
+
+    def typed_params(self) -> Any:
+        return PARAMS_BY_KIND[self.kind].model_validate(self.params)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def parse_rule(data: str | bytes | dict[str, Any], **overrides: Any) -> Rule:
+    """A validated Rule from JSON text or a dict; RuleError names every bad field."""
+    if isinstance(data, str | bytes):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise RuleError(f"rule is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RuleError("rule must be a JSON object")
+    data = {**data, **overrides}
+    try:
+        return Rule.model_validate(data)
+    except ValidationError as exc:
+        raise RuleError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line: 'field: reason; field: reason'."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "rule"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)

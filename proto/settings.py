@@ -1,0 +1,40 @@
+"""Settings shared by every process. Each process subclasses ``BaseSettings`` with its own
+fields, builds it once in ``main()`` and passes it down. Environment variables carry the
+``STORMALERT_`` prefix; a ``.env`` file in the working directory is read too."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings as _PydanticBaseSettings
+from pydantic_settings import SettingsConfigDict
+
+from proto.rules import describe_validation_error
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class BaseSettings(_PydanticBaseSettings):
+    # One .env serves every process, each reading only its own fields: keys meant for
+    # another process are ignored rather than rejected.
+    model_config = SettingsConfigDict(
+        env_prefix="STORMALERT_", env_file=".env", extra="ignore", frozen=True,
+    )
+
+    redis_url: str = DEFAULT_REDIS_URL
+    log_level: str = "INFO"
+    stats_interval_s: float = 10.0
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: Any) -> S:
+    """Build settings or exit with one line naming the bad setting."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        print(f"stormalert: bad configuration: {describe_validation_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,199 @@
+"""Users, their notification channels and their rules, as stored in Redis.
+
+Every write that touches more than one key runs in one MULTI so nothing is half-written.
+Rule changes are also appended to ``sa:rules:changes`` so engine shards apply them live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Any
+
+import orjson
+import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from proto import keys
+from proto.rules import Rule, RuleError
+
+USER_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+_hasher = PasswordHasher()
+
+
+class StoreError(ValueError):
+    """A request the store refuses; the message says why in one line."""
+
+
+# Users ---------------------------------------------------------------------------------
+
+
+def add_user(r: redis.Redis, name: str, password: str, *, admin: bool = False) -> None:
+    if not USER_RE.match(name):
+        raise StoreError(
+            f"bad user name {name!r}: 2-32 chars, lowercase letters, digits, '_', '.', '-'")
+    if len(password) < 8:
+        raise StoreError("password must be at least 8 characters")
+    record = {"name": name, "pw": _hasher.hash(password), "admin": "1" if admin else "0",
+              "created": str(int(time.time()))}
+    if not r.sadd(keys.USERS, name):
+        raise StoreError(f"user {name!r} already exists")
+    r.hset(keys.user(name), mapping=record)
+
+
+def get_user(r: redis.Redis, name: str) -> dict[str, str] | None:
+    record = r.hgetall(keys.user(name))
+    return record or None  # type: ignore[return-value]
+
+
+def check_password(r: redis.Redis, name: str, password: str) -> dict[str, str] | None:
+    """The user record when the password matches, else None (same cost either way)."""
+    record = get_user(r, name)
+    stored = record["pw"] if record else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return record
+
+
+_DUMMY_HASH = _hasher.hash("not a real password, used to keep timing flat")
+
+
+def list_users(r: redis.Redis) -> list[str]:
+    return sorted(r.smembers(keys.USERS))  # type: ignore[arg-type]
+
+
+def require_user(r: redis.Redis, name: str) -> None:
+    if not r.sismember(keys.USERS, name):
+        raise StoreError(f"unknown user {name!r}")
+
+
+# Channels ------------------------------------------------------------------------------
+
+
+def channel_id(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def add_channel(r: redis.Redis, name: str, url: str, tag: str = "default") -> str:
+    """Store an apprise URL for a user under a tag; returns the channel id."""
+    require_user(r, name)
+    validate_apprise_url(url)
+    cid = channel_id(url)
+    r.hset(keys.user_channels(name), cid, orjson.dumps({"url": url, "tag": tag}))
+    return cid
+
+
+def remove_channel(r: redis.Redis, name: str, cid: str) -> bool:
+    return bool(r.hdel(keys.user_channels(name), cid))
+
+
+def list_channels(r: redis.Redis, name: str) -> list[dict[str, str]]:
+    raw = r.hgetall(keys.user_channels(name))
+    out = []
+    for cid, value in sorted(raw.items()):  # type: ignore[union-attr]
+        record = orjson.loads(value)
+        out.append({"id": cid, "url": record["url"], "tag": record.get("tag", "default")})
+    return out
+
+
+def validate_apprise_url(url: str) -> None:
+    import apprise  # imported here: only writers of channels pay for loading its plugins
+
+    if not isinstance(url, str) or "://" not in url:
+        raise StoreError(f"not a notification URL: {redact(url)}")
+    if apprise.Apprise.instantiate(url) is None:
+        raise StoreError(f"apprise does not accept this URL: {redact(url)}")
+
+
+def redact(url: str) -> str:
+    """A channel URL safe to show: scheme and host only, credentials and paths hidden."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return "***"
+    host = rest.split("@")[-1].split("/")[0].split("?")[0]
+    return f"{scheme}://…{host[-24:]}" if host else f"{scheme}://…"
+
+
+# Rules ---------------------------------------------------------------------------------
+
+
+def instrument_known(r: redis.Redis, symbol: str) -> bool | None:
+    """True/False when an instrument master is loaded, None when none is."""
+    if r.hexists(keys.INSTRUMENTS, symbol):
+        return True
+    return False if r.exists(keys.INSTRUMENTS) else None
+
+
+def add_rule(r: redis.Redis, rule: Rule) -> Rule:
+    require_user(r, rule.user)
+    known = instrument_known(r, rule.symbol)
+    if known is None:
+        raise StoreError("no instrument master loaded yet: start ingest (stormalert up) first")
+    if not known:
+        raise StoreError(f"unknown symbol {rule.symbol!r}")
+    if r.hexists(keys.RULES, rule.id):
+        raise StoreError(f"rule {rule.id!r} already exists")
+    _write_rule(r, rule, new=True)
+    return rule
+
+
+def _write_rule(r: redis.Redis, rule: Rule, *, new: bool) -> None:
+    body = rule.to_json()
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.RULES, rule.id, body)
+        if new:
+            pipe.sadd(keys.user_rules(rule.user), rule.id)
+        pipe.xadd(keys.RULE_CHANGES, {"op": "put", "id": rule.id, "rule": body},
+                  maxlen=keys.RULE_CHANGES_MAXLEN, approximate=True)
+        pipe.execute()
+
+
+def get_rule(r: redis.Redis, rule_id: str) -> Rule | None:
+    body = r.hget(keys.RULES, rule_id)
+    return Rule.model_validate_json(body) if body else None  # type: ignore[arg-type]
+
+
+def list_rules(r: redis.Redis, user: str | None = None) -> list[Rule]:
+    if user is None:
+        bodies = list(r.hvals(keys.RULES))  # type: ignore[arg-type]
+    else:
+        ids = sorted(r.smembers(keys.user_rules(user)))  # type: ignore[arg-type]
+        bodies = [b for b in (r.hmget(keys.RULES, ids) if ids else []) if b]  # type: ignore[union-attr]
+    rules = [Rule.model_validate_json(b) for b in bodies]
+    return sorted(rules, key=lambda rule: (rule.user, rule.id))
+
+
+def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:
+    rule = get_rule(r, rule_id)
+    if rule is None or (user is not None and rule.user != user):
+        raise StoreError(f"no rule {rule_id!r}")
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.RULES, rule_id)
+        pipe.srem(keys.user_rules(rule.user), rule_id)
+        pipe.xadd(keys.RULE_CHANGES, {"op": "rm", "id": rule_id},
+                  maxlen=keys.RULE_CHANGES_MAXLEN, approximate=True)
+        pipe.execute()
+
+
+def set_rule_active(r: redis.Redis, rule_id: str, active: bool) -> Rule:
+    rule = get_rule(r, rule_id)
+    if rule is None:
+        raise StoreError(f"no rule {rule_id!r}")
+    updated = rule.model_copy(update={"active": active})
+    _write_rule(r, updated, new=False)
+    return updated
+
+
+def decode_rule_change(fields: dict[str, Any]) -> tuple[str, str, Rule | None]:
+    """(op, rule id, rule or None) from a ``sa:rules:changes`` entry."""
+    op, rule_id = fields.get("op", ""), fields.get("id", "")
+    if op == "put":
+        try:
+            return op, rule_id, Rule.model_validate_json(fields["rule"])
+        except (KeyError, ValueError) as exc:
+            raise RuleError(f"bad rule change {rule_id!r}: {exc}") from exc
+    return op, rule_id, None
