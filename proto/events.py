@@ -138,3 +138,12 @@ class Alert:
     def latency_us(self) -> int:
         """Ingest receive to engine emit."""
         return self.at - self.rx
+
+
+def quote_json(tick: Tick) -> str:
+    """The latest-quote record kept per symbol in ``sa:quotes`` for the dashboard."""
+    q: dict[str, Any] = {"ltp": tick.ltp, "ts": tick.ts, "vol": tick.vol}
+    if tick.pc:
+        q["pc"] = tick.pc
+        q["chg_pct"] = round((tick.ltp / tick.pc - 1) * 100, 3)
+    return orjson.dumps(q).decode()

@@ -20,10 +20,9 @@ NOTIFY_GROUP = "notify"
 # Control plane
 USERS = "sa:users"
 RULES = "sa:rules"
-INSTRUMENTS = "sa:instruments"
-QUOTES = "sa:quotes"
-FEEDS = "sa:feeds"
-LATENCY = "sa:latency"
+INSTRUMENTS = "sa:instruments"  # hash: symbol -> JSON {"tok", "src", "name"}
+QUOTES = "sa:quotes"  # hash: symbol -> JSON latest quote (proto.events.quote_json)
+JWT_SECRET = "sa:secret:jwt"  # generated once when no JWT_SECRET is configured
 
 # Stream trimming
 TICKS_MAXLEN = 200_000
