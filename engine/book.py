@@ -1,0 +1,111 @@
+"""The rule book of one shard: armed rules indexed by symbol, the options every kind shares
+(frequency, cooldown, expiry), and the per-symbol facts rules need (previous close).
+
+Pure: ticks in, firings out. The shard loop and replay both drive it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from engine.kinds import Evaluator, Ref, describe, make_evaluator
+from proto.rules import Rule
+
+log = logging.getLogger(__name__)
+
+
+class Armed:
+    """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
+
+    __slots__ = ("cooldown_ms", "done", "evaluator", "expires_at", "last_fire_t", "once", "rule")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.evaluator: Evaluator = make_evaluator(rule.kind, rule.params)
+        self.cooldown_ms = rule.cooldown_s * 1000
+        self.once = rule.frequency == "once"
+        self.expires_at = rule.expires_at
+        self.last_fire_t: int | None = None
+        self.done = False
+
+    def on_tick(self, p: float, t: int, pc: float | None) -> Ref | None:
+        """The reference values of a firing at this tick, or None."""
+        if self.expires_at is not None and t >= self.expires_at:
+            self.done = True
+            return None
+        ref = self.evaluator.step(p, t, pc)
+        if ref is None:
+            return None
+        if self.last_fire_t is not None and t < self.last_fire_t + self.cooldown_ms:
+            return None  # suppressed: changes no state
+        self.evaluator.fired(p, t)
+        self.last_fire_t = t
+        if self.once:
+            self.done = True
+        return ref
+
+
+@dataclass(slots=True)
+class Firing:
+    rule: Rule
+    ref: Ref
+    msg: str
+
+
+class Book:
+    """Armed rules by symbol; a tick costs only the rules of its symbol."""
+
+    def __init__(self) -> None:
+        self.by_symbol: dict[str, list[Armed]] = {}
+        self.by_id: dict[str, Armed] = {}
+        self.prev_close: dict[str, float] = {}
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def put(self, rule: Rule) -> None:
+        """Arm a new or changed rule (a changed rule starts over at i = 0)."""
+        self.remove(rule.id)
+        if not rule.active:
+            return
+        armed = Armed(rule)
+        self.by_id[rule.id] = armed
+        self.by_symbol.setdefault(rule.symbol, []).append(armed)
+
+    def remove(self, rule_id: str) -> None:
+        armed = self.by_id.pop(rule_id, None)
+        if armed is None:
+            return
+        rules = self.by_symbol[armed.rule.symbol]
+        rules.remove(armed)
+        if not rules:
+            del self.by_symbol[armed.rule.symbol]
+
+    def on_tick(self, sym: str, p: float, t: int, pc: float | None) -> list[Firing]:
+        """Firings of this tick in rule order; finished rules leave the book."""
+        if pc:
+            self.prev_close[sym] = pc
+        rules = self.by_symbol.get(sym)
+        if not rules:
+            return []
+        pc = self.prev_close.get(sym)
+        firings: list[Firing] = []
+        finished = False
+        for armed in rules:
+            try:
+                ref = armed.on_tick(p, t, pc)
+            except Exception:  # a broken rule is disabled, the shard lives on
+                log.exception("rule %s raised; disabling it", armed.rule.id)
+                self.errors += 1
+                armed.done = True
+                ref = None
+            if ref is not None:
+                rule = armed.rule
+                firings.append(Firing(rule, ref, describe(rule.kind, rule.params, sym, p, ref)))
+            finished = finished or armed.done
+        if finished:
+            for armed in [a for a in rules if a.done]:
+                self.remove(armed.rule.id)
+        return firings
