@@ -85,14 +85,14 @@ def _flatten(reply: list | dict | None) -> list[Entry]:
 
 
 def read_group(r: redis.Redis, stream: str, group: str, consumer: str, *, count: int,
-               block_ms: int, start: str = ">") -> list[Entry]:
+               block_ms: int | None, start: str = ">") -> list[Entry]:
     """New entries for this consumer (``start='>'``) or its own pending ones (``'0'``)."""
     reply = r.xreadgroup(group, consumer, {stream: start}, count=count, block=block_ms)
     return _flatten(reply)  # type: ignore[arg-type]
 
 
 async def aread_group(r: aredis.Redis, stream: str, group: str, consumer: str, *, count: int,
-                      block_ms: int, start: str = ">") -> list[Entry]:
+                      block_ms: int | None, start: str = ">") -> list[Entry]:
     reply = await r.xreadgroup(group, consumer, {stream: start}, count=count, block=block_ms)
     return _flatten(reply)
 

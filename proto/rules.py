@@ -186,7 +186,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line: 'field: reason; field: reason'."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "rule"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
