@@ -1,0 +1,163 @@
+"""The ``stormalert`` command. Process commands run ``python -m <package>`` in place of this
+process; admin commands talk to Redis through ``proto``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import redis
+
+from proto import bus, store
+from proto.rules import RuleError, parse_rule
+from proto.settings import BaseSettings, load
+
+PROCESS_COMMANDS = {
+    "sim": "ingest.sim",
+    "ingest": "ingest",
+    "decode": "ingest.decode",
+    "engine": "engine",
+    "notify": "notify",
+    "web": "web",
+    "replay": "engine.replay",
+}
+
+
+class CliError(Exception):
+    """A one-line error for the user; exit 1."""
+
+
+def redis_url() -> str:
+    """STORMALERT_REDIS_URL, else the embedded Redis of a running ``stormalert up``."""
+    s = load(BaseSettings)
+    explicit = "redis_url" in s.model_fields_set
+    runtime_file = Path("var/redis.url")
+    if not explicit and runtime_file.exists():
+        return runtime_file.read_text().strip()
+    return s.redis_url
+
+
+def connect() -> redis.Redis:
+    url = redis_url()
+    r = bus.connect(url)
+    try:
+        bus.check(r, url)
+    except bus.RedisUnavailable as exc:
+        raise CliError(f"{exc} (set STORMALERT_REDIS_URL or start `stormalert up`)") from None
+    return r
+
+
+def read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            raise CliError("passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_user(args: argparse.Namespace) -> None:
+    r = connect()
+    if args.user_cmd == "add":
+        store.add_user(r, args.name, read_password(), admin=args.admin)
+        print(f"user {args.name} added" + (" (admin)" if args.admin else ""))
+    elif args.user_cmd == "channel":
+        cid = store.add_channel(r, args.name, args.url, tag=args.tag)
+        print(f"channel {cid} ({store.redact(args.url)}) added to {args.name} as {args.tag!r}")
+    elif args.user_cmd == "list":
+        for name in store.list_users(r):
+            record = store.get_user(r, name) or {}
+            channels = store.list_channels(r, name)
+            admin = " admin" if record.get("admin") == "1" else ""
+            print(f"{name}{admin} channels={len(channels)}")
+
+
+def cmd_rule(args: argparse.Namespace) -> None:
+    r = connect()
+    if args.rule_cmd == "add":
+        rule = store.add_rule(r, parse_rule(args.json, user=args.user))
+        print(rule.id)
+    elif args.rule_cmd == "list":
+        for rule in store.list_rules(r, args.user):
+            state = "active" if rule.active else "inactive"
+            print(f"{rule.id}\t{rule.user}\t{rule.symbol}\t{rule.kind}\t"
+                  f"{orjson.dumps(rule.params).decode()}\t{rule.frequency}\t{state}")
+    elif args.rule_cmd == "rm":
+        store.remove_rule(r, args.id)
+        print(f"rule {args.id} removed")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from deploy.status import collect, render
+
+    status = collect(connect())
+    print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() if args.json
+          else render(status))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from deploy.up import UpSettings, run
+
+    s = load(UpSettings, feed=args.feed, shards=args.shards, port=args.port)
+    return run(s)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stormalert", description="Real-time stock alerts.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="run everything (embedded Redis and simulator by default)")
+    up.add_argument("--feed", choices=["sim", "kite"])
+    up.add_argument("--shards", type=int)
+    up.add_argument("--port", type=int, help="dashboard port (default 8000)")
+    for name, module in PROCESS_COMMANDS.items():
+        sub.add_parser(name, help=f"run `python -m {module}` (see its --help)", add_help=False)
+    user = sub.add_parser("user", help="users and their notification channels")
+    usub = user.add_subparsers(dest="user_cmd", required=True)
+    add = usub.add_parser("add", help="add a user; the password is read from stdin")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true")
+    ch = usub.add_parser("channel", help="add an apprise URL (tgram://, mailto://, json://, …)")
+    ch.add_argument("name")
+    ch.add_argument("url")
+    ch.add_argument("--tag", default="default", help="rules route to channels by tag")
+    usub.add_parser("list")
+    rule = sub.add_parser("rule", help="alert rules")
+    rsub = rule.add_subparsers(dest="rule_cmd", required=True)
+    radd = rsub.add_parser("add", help="add a rule; prints its id")
+    radd.add_argument("--user", required=True)
+    radd.add_argument("--json", required=True, help="the rule as JSON")
+    rlist = rsub.add_parser("list")
+    rlist.add_argument("--user")
+    rrm = rsub.add_parser("rm")
+    rrm.add_argument("id")
+    status = sub.add_parser("status", help="processes, streams, lag, latency")
+    status.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PROCESS_COMMANDS:
+        module = PROCESS_COMMANDS[argv[0]]
+        os.execv(sys.executable, [sys.executable, "-m", module, *argv[1:]])
+    args = parser().parse_args(argv)
+    handlers = {"user": cmd_user, "rule": cmd_rule, "status": cmd_status}
+    try:
+        if args.cmd == "up":
+            return cmd_up(args)
+        handlers[args.cmd](args)
+    except (CliError, store.StoreError, RuleError) as exc:
+        print(f"stormalert {args.cmd}: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"stormalert {args.cmd}: Redis error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
