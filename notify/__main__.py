@@ -1,0 +1,100 @@
+"""``python -m notify``: deliver alerts from ``sa:alerts`` to users' channels.
+
+The first SIGTERM/SIGINT stops reading and lets in-flight alerts finish (up to
+``STORMALERT_NOTIFY_DRAIN_TIMEOUT_S``); a second one stops at once. Unfinished alerts stay
+pending in the consumer group and are delivered after a restart. ``--check`` exits 0 when a
+notifier's heartbeat is fresh, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from notify.service import Notifier
+from notify.settings import NotifySettings
+from proto import keys
+from proto.bus import aconnect, connect, redact_url
+from proto.runtime import Stats, format_stats, heartbeat_loop, run_async, setup_logging
+from proto.settings import load
+
+PROCESS = "notify"
+COUNTERS = ("alerts", "sent", "failed", "skipped_duplicate", "retries", "dead", "poison",
+            "no_channel", "acked", "claimed", "redis_errors")
+
+DESCRIPTION = "Deliver alerts from sa:alerts to users' channels (apprise)."
+
+log = logging.getLogger("notify")
+
+
+async def serve(settings: NotifySettings) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(settings.notify_send_threads,
+                                                 thread_name_prefix="notify-send"))
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set() and main_task is not None:
+            log.info("second %s: stopping now", signal.Signals(signum).name)
+            main_task.cancel()
+            return
+        log.info("%s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    # Replaces run_async's handlers, which would cancel at once: a drain needs a stop flag.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    r = aconnect(settings.redis_url)
+    stats = Stats(PROCESS)
+    for name in COUNTERS:
+        stats.inc(name, 0)
+    log.info("consumer %s of group %s on %s, redis %s", settings.notify_consumer,
+             keys.NOTIFY_GROUP, keys.ALERTS, redact_url(settings.redis_url))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            beat = tg.create_task(
+                heartbeat_loop(PROCESS, r, stats, settings.stats_interval_s), name="heartbeat")
+            try:
+                await Notifier(settings, r, stats).run(stop)
+            finally:
+                beat.cancel()
+    finally:
+        await r.aclose()
+        log.info("stopped; final stats %s", format_stats(stats.counters, {}))
+
+
+def check(settings: NotifySettings) -> int:
+    try:
+        alive = bool(connect(settings.redis_url).exists(keys.heartbeat(PROCESS)))
+    except redis.RedisError as exc:
+        print(f"notify: cannot reach Redis at {redact_url(settings.redis_url)}: {exc}",
+              file=sys.stderr)
+        return 1
+    print("notify: alive" if alive else "notify: no heartbeat")
+    return 0 if alive else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m notify", description=DESCRIPTION)
+    parser.add_argument("--consumer", help="consumer name in group 'notify' (default notify-1)")
+    parser.add_argument("--check", action="store_true", help="exit 0 if a heartbeat is fresh")
+    args = parser.parse_args(argv)
+    settings = load(NotifySettings, notify_consumer=args.consumer)
+    if args.check:
+        return check(settings)
+    setup_logging(PROCESS, settings.log_level)
+    # Apprise's own log lines can name hosts or paths of a channel; we log scrubbed reasons.
+    logging.getLogger("apprise").propagate = False
+    return run_async(lambda: serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Delivering one alert: fan out to the owner's matching channels, each isolated, retried
+with capped exponential backoff and jitter, recorded once sent, dead-lettered when given up.
+
+``Deliverer.deliver`` returns True when every channel is sent or given up (the alert may be
+acked) and False when Redis failed part-way (leave the alert pending; it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import redis
+import redis.asyncio as aredis
+
+from notify.records import Record, Records, alert_dead_fields, dead_letter, now_us
+from notify.render import Message, render
+from notify.send import Channel, SendOutcome, parse_channels, scrub, select, send_blocking
+from notify.settings import NotifySettings
+from proto import keys
+from proto.events import Alert
+from proto.runtime import Stats
+
+log = logging.getLogger(__name__)
+
+SendFn = Callable[[Channel, Message, float], SendOutcome]
+TRANSIENT = (redis.RedisError, ConnectionError, OSError)
+LEASE_SLACK_S = 5.0
+
+
+def backoff_s(failures: int, base_s: float, cap_s: float, rand: float) -> float:
+    """Delay after ``failures`` failed tries: the ceiling doubles from ``base_s`` up to
+    ``cap_s``; the delay is drawn in [ceiling/2, ceiling] ("equal jitter", ``rand`` in [0, 1])."""
+    ceiling = min(cap_s, base_s * 2 ** max(failures - 1, 0))
+    return ceiling / 2 * (1 + rand)
+
+
+class KeyedLock:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Deliverer:
+    def __init__(self, settings: NotifySettings, r: aredis.Redis, stats: Stats, *,
+                 send: SendFn = send_blocking, rand: Callable[[], float] = random.random) -> None:
+        self.s = settings
+        self.r = r
+        self.stats = stats
+        self.records = Records(r, settings.notify_consumer)
+        self._send = send
+        self._rand = rand
+        self._alerts = KeyedLock()
+        self._lease_ms = int((settings.notify_send_timeout_s + LEASE_SLACK_S) * 1000)
+
+    async def deliver(self, alert: Alert) -> bool:
+        # Two entries with one alert id (an engine redelivery) are handled one after the
+        # other, so the second finds the first's records and sends nothing.
+        async with self._alerts.hold(alert.id):
+            raw: dict[str, str] = await self.r.hgetall(keys.user_channels(alert.user))  # type: ignore[assignment]
+            channels, unreadable = parse_channels(raw)
+            for cid in unreadable:
+                log.warning("user %s: channel %s record unreadable, skipped", alert.user, cid)
+            chosen = select(channels, alert.channels)
+            if not chosen:
+                self.stats.inc("no_channel")
+                log.info("alert %s: user %s has no channel tagged %s", alert.id, alert.user,
+                         ",".join(alert.channels))
+                return True
+            message = render(alert, self.s.dashboard_url)
+            previous = await self.records.read(alert.id)
+            todo = []
+            for channel in chosen:
+                prior = previous.get(channel.id)
+                if prior is not None and prior.status == "sent":
+                    self.stats.inc("skipped_duplicate")
+                else:
+                    todo.append((channel, prior))
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._channel(alert, ch, message, prior),
+                                        name=f"send {alert.id} {ch.label()}")
+                         for ch, prior in todo]
+            return all(t.result() for t in tasks)
+
+    async def _channel(self, alert: Alert, channel: Channel, message: Message,
+                       prior: Record | None) -> bool:
+        """The per-channel boundary: never raises except on cancellation."""
+        try:
+            await self._channel_tries(alert, channel, message, prior)
+            return True
+        except TRANSIENT as exc:
+            self.stats.inc("redis_errors")
+            log.warning("alert %s %s: redis error, left for redelivery: %s",
+                        alert.id, channel.label(), exc)
+            return False
+
+    async def _channel_tries(self, alert: Alert, channel: Channel, message: Message,
+                             prior: Record | None) -> None:
+        attempts = prior.attempts if prior is not None else 0
+        for try_no in range(1, self.s.notify_max_tries + 1):
+            attempts += 1
+            if await self._take(alert, channel, attempts) == "sent":
+                self.stats.inc("skipped_duplicate")
+                return
+            started = time.monotonic()
+            outcome = await self._send_once(channel, message)
+            if outcome.ok:
+                await self._record_sent(alert, channel, attempts, started)
+                return
+            if outcome.permanent or try_no == self.s.notify_max_tries:
+                await self._give_up(alert, channel, attempts, outcome.error)
+                return
+            self.stats.inc("retries")
+            delay = backoff_s(try_no, self.s.notify_backoff_base_s, self.s.notify_backoff_cap_s,
+                              self._rand())
+            log.info("alert %s %s: try %d failed (%s), retry in %.2fs", alert.id,
+                     channel.label(), try_no, outcome.error, delay)
+            await self.records.write(alert.id, channel.id,
+                                     Record("pending", attempts, outcome.error))
+            await asyncio.sleep(delay)
+
+    async def _take(self, alert: Alert, channel: Channel,
+                    attempts: int) -> Literal["go", "sent"]:
+        """Hold the channel's lease for one try; wait while another notifier holds it."""
+        while True:
+            lease_until_ms = time.time_ns() // 1_000_000 + self._lease_ms
+            winner = await self.records.write(
+                alert.id, channel.id,
+                Record("pending", attempts, lease_until_ms=lease_until_ms))
+            if winner is None:
+                return "go"
+            if winner.status == "sent":
+                return "sent"
+            wait_s = (winner.lease_until_ms - time.time_ns() // 1_000_000) / 1000
+            await asyncio.sleep(min(max(wait_s, 0.05), 1.0))
+
+    async def _send_once(self, channel: Channel, message: Message) -> SendOutcome:
+        timeout_s = self.s.notify_send_timeout_s
+        try:
+            # The thread keeps running past the timeout, but the plugin's own socket
+            # timeouts are set to the same value, so it ends soon after.
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._send, channel, message, timeout_s), timeout_s + 1.0)
+        except TimeoutError:
+            return SendOutcome(False, f"no answer within {timeout_s:g}s")
+        except Exception as exc:  # a plugin that raises is a failed try, never a crash
+            return SendOutcome(False, scrub(f"{type(exc).__name__}: {exc}", channel.url))
+
+    async def _record_sent(self, alert: Alert, channel: Channel, attempts: int,
+                           started: float) -> None:
+        at = now_us()
+        latency_ms = round((at - alert.at) / 1000, 1)
+        winner = await self.records.write(
+            alert.id, channel.id, Record("sent", attempts, latency_ms=latency_ms, at=at))
+        if winner is not None:
+            log.warning("alert %s %s: sent, but the record was already %s", alert.id,
+                        channel.label(), winner.status)
+        self.stats.inc("sent")
+        log.info("alert %s %s: sent (try %d, %.0f ms send, %.1f ms since alert)", alert.id,
+                 channel.label(), attempts, (time.monotonic() - started) * 1000, latency_ms)
+
+    async def _give_up(self, alert: Alert, channel: Channel, attempts: int, error: str) -> None:
+        reason = f"{channel.scheme} channel gave up after {attempts} tries: {error}"
+        await self.records.write(alert.id, channel.id, Record("failed", attempts, error))
+        await dead_letter(self.r, alert_dead_fields(alert, channel.id, reason, attempts))
+        self.stats.inc("failed")
+        self.stats.inc("dead")
+        log.warning("alert %s %s: %s", alert.id, channel.label(), reason)

@@ -1,0 +1,106 @@
+"""What an alert says: a title and a plain-text body, and fitting them to a channel's limit.
+
+Pure functions only (no clock, no I/O): ``render`` turns an Alert into a Message and ``fit``
+trims a Message to the limits a channel's apprise plugin declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import quote
+
+from proto.events import Alert
+
+# India has had no daylight saving since 1945, so a fixed offset is exact and needs no tzdata.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+
+KIND_LABELS = {
+    "cross_above": "crossed above",
+    "cross_below": "crossed below",
+    "change_pct": "moved vs previous close",
+    "trailing_pct": "trailing stop hit",
+    "window_pct": "moved within window",
+}
+
+ELLIPSIS = "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str
+
+
+def format_price(value: float) -> str:
+    """Two decimals at least, up to four when the price needs them (currency pairs)."""
+    text = f"{value:.4f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def format_ref(ref: dict[str, float]) -> str:
+    return ", ".join(f"{name}={format_price(value)}" for name, value in sorted(ref.items()))
+
+
+def format_ist(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).astimezone(IST)
+    return moment.strftime("%d %b %Y %H:%M:%S.") + f"{moment.microsecond // 1000:03d} IST"
+
+
+def tick_to_alert_ms(alert: Alert) -> float | None:
+    """Ingest receive to engine emit in ms; None when the timestamps cannot say."""
+    if alert.rx <= 0 or alert.at < alert.rx:
+        return None
+    return (alert.at - alert.rx) / 1000
+
+
+def alert_link(dashboard_url: str, alert_id: str) -> str:
+    return f"{dashboard_url.rstrip('/')}/alerts/{quote(alert_id, safe=':')}"
+
+
+def render(alert: Alert, dashboard_url: str = "") -> Message:
+    label = KIND_LABELS.get(alert.kind, alert.kind)
+    title = f"{alert.sym} {label} at {format_price(alert.ltp)}"
+    lines = [
+        f"{alert.sym}: {label} ({alert.kind})",
+        f"Price: {format_price(alert.ltp)}",
+    ]
+    if alert.msg:
+        lines.append(f"Why: {alert.msg}")
+    if alert.ref:
+        lines.append(f"Reference: {format_ref(alert.ref)}")
+    lines.append(f"Time: {format_ist(alert.ts)}")
+    latency_ms = tick_to_alert_ms(alert)
+    if latency_ms is not None:
+        lines.append(f"Tick to alert: {latency_ms:.1f} ms")
+    lines.append(f"Rule: {alert.rule}")
+    if dashboard_url:
+        lines.append(alert_link(dashboard_url, alert.id))
+    return Message(title=title, body="\n".join(lines))
+
+
+def fit(message: Message, body_maxlen: int, title_maxlen: int) -> Message:
+    """Trim a message to a channel's limits.
+
+    ``title_maxlen <= 0`` means the channel has no title (Telegram, WhatsApp): the title
+    becomes the body's first line and both share ``body_maxlen``. The last line (the
+    dashboard link when there is one) is kept whole when the limit allows, the middle is cut.
+    ``body_maxlen <= 0`` means no limit.
+    """
+    title, body = message.title, message.body
+    if title_maxlen <= 0:
+        title, body = "", f"{title}\n{body}" if title else body
+    elif len(title) > title_maxlen:
+        title = title[: title_maxlen - 1].rstrip() + ELLIPSIS
+    if body_maxlen > 0 and len(body) > body_maxlen:
+        body = _trim_keeping_last_line(body, body_maxlen)
+    return Message(title=title, body=body)
+
+
+def _trim_keeping_last_line(body: str, limit: int) -> str:
+    head, sep, last = body.rpartition("\n")
+    room = limit - len(last) - len(sep) - len(ELLIPSIS)
+    if sep and room >= max(16, limit // 4):
+        return head[:room].rstrip() + ELLIPSIS + sep + last
+    return body[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS

@@ -1,0 +1,39 @@
+"""Settings of the notify process (``STORMALERT_*`` environment variables and ``.env``).
+
+Field names carry a ``notify_`` prefix because one ``.env`` serves every process and the
+engine has its own ``claim_idle_ms``; ``dashboard_url`` is shared on purpose.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from proto.settings import BaseSettings
+
+
+class NotifySettings(BaseSettings):
+    # Stable across restarts so a restarted notifier re-reads its own pending entries first.
+    notify_consumer: str = Field(default="notify-1", min_length=1, max_length=64)
+    # Alerts being delivered at once; channels of one alert are always sent concurrently.
+    notify_concurrency: int = Field(default=64, ge=1, le=10_000)
+    # Threads running apprise's blocking sends (one per channel send in progress).
+    notify_send_threads: int = Field(default=64, ge=1, le=1024)
+    notify_max_tries: int = Field(default=5, ge=1, le=100)
+    notify_backoff_base_s: float = Field(default=1.0, gt=0)
+    notify_backoff_cap_s: float = Field(default=60.0, gt=0)
+    notify_send_timeout_s: float = Field(default=10.0, gt=0)
+    # Entries of a dead consumer idle this long are taken over.
+    notify_claim_idle_ms: int = Field(default=30_000, ge=100)
+    notify_claim_interval_s: float = Field(default=5.0, gt=0)
+    # Under 5 s: see PITFALLS (and it bounds how late a stop request is noticed).
+    notify_block_ms: int = Field(default=1000, ge=1, le=4000)
+    # On SIGTERM, in-flight alerts get this long to finish; the rest stay unacked.
+    notify_drain_timeout_s: float = Field(default=10.0, ge=0)
+    # Base URL of the web dashboard for links in messages; empty: no link.
+    dashboard_url: str = ""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> NotifySettings:
+        if self.notify_backoff_cap_s < self.notify_backoff_base_s:
+            raise ValueError("notify_backoff_cap_s must be >= notify_backoff_base_s")
+        return self
