@@ -1,0 +1,79 @@
+"""Machine-facing routes: health, the small JSON API and the server-sent event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Annotated, Any
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from proto import keys
+from proto.runtime import Stats
+from web.alerts import latest_id, recent_alerts, valid_entry_id
+from web.live import QuoteBoard, StreamTiming, live_events
+from web.settings import WebSettings
+from web.views import User
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+@get("/healthz", exclude_from_auth=True, cache=False)
+async def healthz(ar: NamedDependency[aredis.Redis]) -> Response[dict[str, str]]:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await ar.ping()
+    except (redis.RedisError, OSError, TimeoutError):
+        return Response({"redis": "down"}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+    return Response({"redis": "ok"}, status_code=HTTP_200_OK)
+
+
+@get("/api/quotes")
+async def api_quotes(ar: NamedDependency[aredis.Redis]) -> dict[str, Any]:
+    """The latest quote of every symbol, as stored (``proto.events.quote_json``)."""
+    raw = await ar.hgetall(keys.QUOTES)
+    quotes = {}
+    for sym, value in sorted(raw.items()):
+        try:
+            quotes[sym] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+    return {"quotes": quotes}
+
+
+@get("/api/alerts")
+async def api_alerts(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    settings: NamedDependency[WebSettings],
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """The caller's newest alerts, newest first, and the cursor to follow ``/events`` from."""
+    found, cursor = await recent_alerts(ar, request.user, limit=limit, scan=settings.history_scan)
+    alerts = [{"entry_id": entry_id, **dataclasses.asdict(alert)} for entry_id, alert in found]
+    return {"alerts": alerts, "cursor": cursor}
+
+
+@get("/events")
+async def events(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    board: NamedDependency[QuoteBoard],
+    stats: NamedDependency[Stats],
+    settings: NamedDependency[WebSettings],
+    since: FromQuery[str | None] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="last-event-id")] = None,
+) -> ServerSentEvent:
+    """Live alerts and quotes. A reconnecting browser sends ``Last-Event-ID`` and resumes
+    right after it; the first connection starts from the cursor the page was rendered with."""
+    cursor = (valid_entry_id(last_event_id)
+              or valid_entry_id(since) or await latest_id(ar))
+    timing = StreamTiming(settings.quotes_interval_s, settings.heartbeat_interval_s)
+    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats))

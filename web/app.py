@@ -1,0 +1,100 @@
+"""The ASGI application: ``create_app(settings)`` wires routes, sessions, CSRF, templates and
+error pages; its lifespan owns the Redis clients and the background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis
+import redis.asyncio as aredis
+from litestar import Litestar
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from proto.bus import aconnect, connect
+from proto.runtime import Stats, heartbeat_loop
+from web import api, pages
+from web.errors import EXCEPTION_HANDLERS
+from web.live import QuoteBoard
+from web.session import Sessions, derived_secret, jwt_secret
+from web.settings import WebSettings
+
+log = logging.getLogger("stormalert.web")
+
+HERE = Path(__file__).resolve().parent
+PROCESS = "web"
+
+
+def _ar(state: State) -> aredis.Redis:
+    return state.ar  # type: ignore[no-any-return]
+
+
+def _r(state: State) -> redis.Redis:
+    return state.r  # type: ignore[no-any-return]
+
+
+def _board(state: State) -> QuoteBoard:
+    return state.board  # type: ignore[no-any-return]
+
+
+def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar:
+    """The app. Without a configured JWT secret, reads (or creates) the shared one in Redis
+    first, waiting up to ``secret_wait_s`` for Redis; raises RedisUnavailable if it cannot."""
+    secret = jwt_secret(settings, wait_s=secret_wait_s)
+    sessions = Sessions(settings, secret)
+    stats = Stats(PROCESS)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ar = aconnect(settings.redis_url)
+        r = connect(settings.redis_url)
+        board = QuoteBoard(ar, settings.quotes_interval_s)
+        app.state.update({"ar": ar, "r": r, "board": board})
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(board.run(), name="web-quotes"),
+                    tg.create_task(heartbeat_loop(PROCESS, ar, stats, settings.stats_interval_s),
+                                   name="web-heartbeat"),
+                ]
+                try:
+                    yield
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            await ar.aclose()
+            r.close()
+
+    return Litestar(
+        route_handlers=[
+            pages.login_page, pages.login, pages.logout, pages.dashboard,
+            api.healthz, api.api_quotes, api.api_alerts, api.events,
+            create_static_files_router(path="/static", directories=[HERE / "static"],
+                                       opt={"exclude_from_auth": True}),
+        ],
+        dependencies={
+            "ar": Provide(_ar, sync_to_thread=False),
+            "r": Provide(_r, sync_to_thread=False),
+            "board": Provide(_board, sync_to_thread=False),
+            "stats": Provide(lambda: stats, sync_to_thread=False, use_cache=True),
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
+            "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
+        },
+        lifespan=[lifespan],
+        on_app_init=[sessions.auth.on_app_init],
+        csrf_config=CSRFConfig(secret=derived_secret(secret, "csrf"),
+                               cookie_secure=settings.cookie_secure, cookie_samesite="lax"),
+        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,117 @@
+"""The live stream behind ``/events``: new alerts the moment they are written, changed
+quotes about once a second, and a heartbeat comment when the stream is otherwise quiet.
+
+One ``QuoteBoard`` task polls ``sa:quotes`` for every connection; each connection tails
+``sa:alerts`` itself with XREAD BLOCK from its own cursor, so a browser that reconnects with
+``Last-Event-ID`` resumes exactly after the last entry it was told about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from litestar.response import ServerSentEventMessage
+
+from proto import keys
+from proto.runtime import Stats
+from web.alerts import read_after, visible_view
+from web.views import User, quote_views
+
+log = logging.getLogger("stormalert.web")
+
+RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
+REDIS_RETRY_S = 1.0
+
+
+class QuoteBoard:
+    """The latest ``sa:quotes`` snapshot, refreshed by one task for all connections."""
+
+    def __init__(self, ar: aredis.Redis, interval_s: float) -> None:
+        self.quotes: dict[str, str] = {}
+        self._ar = ar
+        self._interval_s = interval_s
+
+    async def run(self) -> None:
+        """Poll until cancelled; a Redis outage is logged once and the last snapshot kept."""
+        down = False
+        while True:
+            try:
+                self.quotes = await self._ar.hgetall(keys.QUOTES)
+                if down:
+                    log.info("quotes: Redis reachable again")
+                down = False
+            except (redis.RedisError, OSError) as exc:
+                if not down:
+                    log.warning("quotes: cannot read from Redis: %s", exc)
+                down = True
+            await asyncio.sleep(self._interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    quotes_interval_s: float
+    heartbeat_interval_s: float
+
+
+def _message(event: str, payload: object, entry_id: str | None = None) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event=event, data=orjson.dumps(payload).decode(), id=entry_id)
+
+
+async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: str,
+                      timing: StreamTiming, stats: Stats) -> AsyncIterator[ServerSentEventMessage]:
+    """Server-sent events for one browser, starting after alert entry ``cursor``."""
+    yield ServerSentEventMessage(data=None, comment="connected", retry=RETRY_MS)
+    sent_quotes: dict[str, str] = {}
+    told_cursor = cursor  # the last entry id the browser holds as its Last-Event-ID
+    redis_ok = True
+    next_quotes = 0.0
+    last_write = time.monotonic()
+    stats.inc("sse_connects")
+    stats.gauges["sse_open"] = stats.gauges.get("sse_open", 0) + 1
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= next_quotes:
+                next_quotes = now + timing.quotes_interval_s
+                changed = {s: q for s, q in board.quotes.items() if sent_quotes.get(s) != q}
+                if changed:
+                    sent_quotes.update(changed)
+                    yield _message("quotes", quote_views(changed))
+                    last_write = now
+                if told_cursor != cursor:
+                    # Entries the user may not see still advance the browser's resume point.
+                    yield ServerSentEventMessage(data=None, id=cursor)
+                    told_cursor = cursor
+            try:
+                block_ms = max(1, int((next_quotes - time.monotonic()) * 1000))
+                entries = await read_after(ar, cursor, block_ms=block_ms)
+            except (redis.RedisError, OSError) as exc:
+                if redis_ok:
+                    log.warning("alerts: cannot read from Redis: %s", exc)
+                    yield _message("status", {"redis": "down"})
+                redis_ok = False
+                await asyncio.sleep(REDIS_RETRY_S)
+                continue
+            if not redis_ok:
+                redis_ok = True
+                yield _message("status", {"redis": "ok"})
+            for entry_id, fields in entries:
+                cursor = entry_id
+                view = visible_view(user, entry_id, fields)
+                if view is not None:
+                    yield _message("alert", view, entry_id)
+                    told_cursor = entry_id
+                    last_write = time.monotonic()
+                    stats.inc("sse_alerts")
+            if time.monotonic() - last_write >= timing.heartbeat_interval_s:
+                yield ServerSentEventMessage(data=None, comment="hb")
+                last_write = time.monotonic()
+    finally:
+        stats.gauges["sse_open"] -= 1

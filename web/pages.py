@@ -1,0 +1,87 @@
+"""The HTML pages: sign in, sign out and the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import redis
+import redis.asyncio as aredis
+from litestar import MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_401_UNAUTHORIZED
+
+from proto import keys, store
+from proto.runtime import Stats
+from web.alerts import recent_alerts
+from web.session import Sessions, safe_next
+from web.settings import WebSettings
+from web.views import User, alert_view, quote_views
+
+log = logging.getLogger("stormalert.web")
+
+LOGIN_FAILED = "Incorrect user name or password."
+
+
+@dataclass
+class LoginForm:
+    username: str = ""
+    password: str = ""
+    next: str = "/"
+
+
+def _login_page(error: str | None, target: str, status: int = 200) -> Template:
+    return Template("login.html", status_code=status, media_type=MediaType.HTML,
+                    context={"error": error, "next": safe_next(target)})
+
+
+@get("/login", exclude_from_auth=True)
+async def login_page(next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Template:
+    return _login_page(None, next_ or "/")
+
+
+@post("/login", exclude_from_auth=True, sync_to_thread=True)
+def login(
+    data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    r: NamedDependency[redis.Redis],
+    sessions: NamedDependency[Sessions],
+    stats: NamedDependency[Stats],
+) -> Response[Any]:
+    name = data.username.strip()
+    # argon2 verification is deliberately slow: this handler runs in a worker thread.
+    record = store.check_password(r, name, data.password) if name and data.password else None
+    if record is None:
+        stats.inc("login_failures")
+        log.info("login failed for a user name of %d characters", len(name))
+        return _login_page(LOGIN_FAILED, data.next, HTTP_401_UNAUTHORIZED)
+    stats.inc("logins")
+    log.info("login: %s", record["name"])
+    return sessions.sign_in(record["name"], safe_next(data.next))
+
+
+@post("/logout")
+async def logout(request: Request[User, Any, Any], sessions: NamedDependency[Sessions]) -> Redirect:
+    log.info("logout: %s", request.user.name)
+    return sessions.sign_out()
+
+
+@get("/")
+async def dashboard(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    settings: NamedDependency[WebSettings],
+) -> Template:
+    user = request.user
+    quotes = await ar.hgetall(keys.QUOTES)
+    alerts, cursor = await recent_alerts(ar, user, limit=settings.history_alerts,
+                                         scan=settings.history_scan)
+    return Template("dashboard.html", media_type=MediaType.HTML, context={
+        "user": user,
+        "quotes": quote_views(quotes),
+        "alerts": [alert_view(entry_id, alert) for entry_id, alert in alerts],
+        "cursor": cursor,
+    })

@@ -1,0 +1,26 @@
+"""Settings of the web process (``STORMALERT_*`` environment variables and ``.env``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+
+from proto.settings import BaseSettings
+
+
+class WebSettings(BaseSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # The seed's own name JWT_SECRET is honoured too. Unset: one random secret is kept in
+    # Redis (proto.keys.JWT_SECRET) so every web process and every restart share it.
+    jwt_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STORMALERT_JWT_SECRET", "JWT_SECRET"),
+    )
+    # Browsers drop Secure cookies on plain http://localhost; set it behind TLS.
+    cookie_secure: bool = False
+    session_ttl_s: int = Field(default=12 * 3600, gt=0)
+    # How many recent alerts the page shows, and how far back in sa:alerts it looks for them.
+    history_alerts: int = Field(default=50, ge=0, le=1000)
+    history_scan: int = Field(default=5000, ge=0)
+    # Live updates: quotes are pushed at most this often; a silent stream gets a heartbeat.
+    quotes_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_interval_s: float = Field(default=15.0, gt=0)
