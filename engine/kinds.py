@@ -76,7 +76,7 @@ class ChangePct:
 class TrailingDown:
     """peak = max(peak, p) from p[0]; fires when p <= peak*(1-pct/100); a firing sets peak = p."""
 
-    __slots__ = ("peak", "pct")
+    __slots__ = ("pct", "peak")
 
     def __init__(self, pct: float) -> None:
         self.pct = pct
@@ -94,7 +94,8 @@ class TrailingDown:
 
 
 class TrailingUp:
-    """trough = min(trough, p) from p[0]; fires when p >= trough*(1+pct/100); a firing sets trough = p."""
+    """trough = min(trough, p) from p[0]; fires when p >= trough*(1+pct/100);
+    a firing sets trough = p."""
 
     __slots__ = ("pct", "trough")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import redis
 
@@ -64,20 +65,20 @@ class Shard:
         return keys.shard_for(symbol, self.s.shards) == self.s.shard
 
     def load_rules(self) -> None:
-        last = self.r.xrevrange(keys.RULE_CHANGES, count=1)
-        self.rules_cursor = last[0][0] if last else "0-0"  # type: ignore[index]
+        last: Any = self.r.xrevrange(keys.RULE_CHANGES, count=1)
+        self.rules_cursor = last[0][0] if last else "0-0"
         for rule in store.list_rules(self.r):
             if self.owns(rule.symbol):
                 self.book.put(rule)
         log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
 
     def poll_rule_changes(self) -> None:
-        reply = self.r.xread({keys.RULE_CHANGES: self.rules_cursor}, count=1000)
-        for _stream, entries in reply or []:  # type: ignore[union-attr]
+        reply: Any = self.r.xread({keys.RULE_CHANGES: self.rules_cursor}, count=1000)
+        for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self.rules_cursor = entry_id
                 try:
-                    op, rule_id, rule = store.decode_rule_change(fields)
+                    _op, rule_id, rule = store.decode_rule_change(fields)
                 except RuleError as exc:
                     log.error("%s", exc)
                     continue

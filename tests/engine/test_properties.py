@@ -22,7 +22,8 @@ def engine_fires(rule: dict, ticks: list) -> list[int]:
 def naive_window(pct, window_s, direction, cooldown_s, ticks) -> list[int]:
     r, last, fired = 0, None, []
     for i, (t, p) in enumerate(ticks):
-        window = [q for j, (tj, q) in enumerate(ticks[: i + 1]) if tj >= t - window_s * 1000 and j >= r]
+        window = [q for j, (tj, q) in enumerate(ticks[: i + 1])
+                  if tj >= t - window_s * 1000 and j >= r]
         up = direction in ("up", "either") and p >= min(window) * (1 + pct / 100)
         down = direction in ("down", "either") and p <= max(window) * (1 - pct / 100)
         if (up or down) and (last is None or t >= last + cooldown_s * 1000):

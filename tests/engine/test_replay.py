@@ -46,5 +46,6 @@ def test_replay_errors_name_the_line(tmp_path):
     assert out.returncode == 2 and "t.csv:5" in out.stderr
     out = run(tmp_path, "time,sym,price\n1,NSE:INFY,1\n")
     assert out.returncode == 2 and "header lacks" in out.stderr
-    out = run(tmp_path, rules=[{"symbol": "NSE:INFY", "kind": "trailing_pct", "params": {"pct": 150}}])
+    bad = [{"symbol": "NSE:INFY", "kind": "trailing_pct", "params": {"pct": 150}}]
+    out = run(tmp_path, rules=bad)
     assert out.returncode == 2 and "rule #0: params.pct: pct must be below 100" in out.stderr

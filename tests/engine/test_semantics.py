@@ -51,7 +51,8 @@ CASES = [
      [(0, 99, 100), (1000, 98, 100), (2000, 103, 100)], [1, 2]),
     ("change_pct without pc never fires", {"kind": "change_pct", "params": {"pct": 1}},
      ticks(50, 500), []),
-    ("change_pct remembers last pc", {"kind": "change_pct", "params": {"pct": 1, "direction": "up"}},
+    ("change_pct remembers last pc",
+     {"kind": "change_pct", "params": {"pct": 1, "direction": "up"}},
      [(0, 100, 100), (1000, 102), (2000, 100.5)], [1]),
     ("change_pct float exactly as written",
      {"kind": "change_pct", "params": {"pct": 10, "direction": "up"}},
@@ -104,7 +105,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "rule", "tick_list", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "rule", "tick_list", "expected"), CASES,
+                         ids=[c[0] for c in CASES])
 def test_semantics(name, rule, tick_list, expected):
     assert fire_indices(rule, tick_list) == expected
 
@@ -149,8 +151,9 @@ def test_once_rule_leaves_the_book_after_firing():
 
 def test_a_rule_that_raises_is_disabled_and_others_live_on():
     book = Book()
-    book.put(parse_rule({"id": "bad", "symbol": S, "kind": "cross_above", "params": {"level": 100}}))
-    book.put(parse_rule({"id": "ok", "symbol": S, "kind": "cross_above", "params": {"level": 100}}))
+    for rule_id in ("bad", "ok"):
+        book.put(parse_rule({"id": rule_id, "symbol": S, "kind": "cross_above",
+                             "params": {"level": 100}}))
 
     class Broken:
         def step(self, *_args):

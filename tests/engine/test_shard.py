@@ -41,7 +41,7 @@ def alerts(r):
 
 
 def test_rule_added_live_fires_once_and_acks(world, shard):
-    proc, shard_of = shard
+    _proc, shard_of = shard
     rule = store.add_rule(world, parse_rule(
         {"id": "up", "symbol": SYM, "kind": "cross_above", "params": {"level": 1500},
          "frequency": "once", "channels": ["default", "phone"]}, user="alice"))

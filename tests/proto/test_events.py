@@ -1,16 +1,17 @@
+import zlib
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proto.events import Alert, CodecError, Tick, decode_ticks, encode_tick, encode_tick_batch
 from proto.keys import shard_for, ticks
 
-import pytest
-import zlib
-
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 opt = st.none() | finite
 tick_st = st.builds(
-    Tick, sym=st.text(min_size=1, max_size=20), tok=st.text(max_size=20), src=st.sampled_from(["kite", "upstox", "sim"]),
+    Tick, sym=st.text(min_size=1, max_size=20), tok=st.text(max_size=20),
+    src=st.sampled_from(["kite", "upstox", "sim"]),
     ltp=finite, vol=st.integers(0, 2**62), ts=st.integers(0, 2**52), rx=st.integers(0, 2**60),
     oi=opt, bid=opt, ask=opt, pc=opt, o=opt, h=opt, l=opt,
 )
