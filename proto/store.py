@@ -6,6 +6,7 @@ Rule changes are also appended to ``sa:rules:changes`` so engine shards apply th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -51,7 +52,7 @@ def get_user(r: redis.Redis, name: str) -> dict[str, str] | None:
 def check_password(r: redis.Redis, name: str, password: str) -> dict[str, str] | None:
     """The user record when the password matches, else None (same cost either way)."""
     record = get_user(r, name)
-    stored = record["pw"] if record else _DUMMY_HASH
+    stored = record["pw"] if record else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
@@ -59,7 +60,10 @@ def check_password(r: redis.Redis, name: str, password: str) -> dict[str, str] |
     return record
 
 
-_DUMMY_HASH = _hasher.hash("not a real password, used to keep timing flat")
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against for unknown users, so a miss costs as much as a wrong password."""
+    return _hasher.hash("not a real password")
 
 
 def list_users(r: redis.Redis) -> list[str]:
