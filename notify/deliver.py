@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SendFn = Callable[[Channel, Message, float], SendOutcome]
 TRANSIENT = (redis.RedisError, ConnectionError, OSError)
-LEASE_SLACK_S = 5.0
+LEASE_SLACK_S = 2.0
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rand: float) -> float:

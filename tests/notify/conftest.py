@@ -41,7 +41,7 @@ class Webhook:
 
     port: int = 0
     hits: list[Hit] = field(default_factory=list)
-    slow_s: float = 1.5
+    slow_s: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
