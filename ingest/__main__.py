@@ -1,0 +1,64 @@
+"""``python -m ingest --feed sim|kite [--shards N] [--sim-url URL]``: the ingest worker.
+
+Settings come from the environment (``STORMALERT_*``, plus ``KITE_API_KEY`` /
+``KITE_ACCESS_TOKEN``) and ``.env``; the flags override them. Exits non-zero with one line on
+stderr when Redis is unreachable or the configuration is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
+
+from ingest import worker
+from ingest.settings import IngestSettings
+from proto import bus
+from proto.runtime import run_async, setup_logging
+from proto.settings import load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stormalert ingest",
+                                     description="Feed ingest worker: ticks to sa:ticks:{i}.")
+    parser.add_argument("--feed", choices=("sim", "kite"))
+    parser.add_argument("--shards", type=int)
+    parser.add_argument("--sim-url", help="simulator base URL, e.g. http://127.0.0.1:8765")
+    args = parser.parse_args(argv)
+    settings = load(IngestSettings, feed=args.feed, shards=args.shards, sim_url=args.sim_url)
+    setup_logging(worker.process_name(settings), settings.log_level)
+    try:
+        parse_uri(settings.ws_url())
+    except InvalidURI as exc:
+        print(f"ingest: bad WebSocket URL: {exc}", file=sys.stderr)
+        return 2
+    sync = bus.connect(settings.redis_url)
+    try:
+        bus.check(sync, settings.redis_url)
+    except bus.RedisUnavailable as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sync.close()
+    failure: list[str] = []
+
+    async def run() -> None:
+        r = bus.aconnect(settings.redis_url)
+        try:
+            await worker.run(settings, r)
+        except* worker.FatalIngestError as group:
+            failure.extend(str(e) for e in group.exceptions)
+        finally:
+            await r.aclose()
+
+    code = run_async(run)
+    if failure:
+        print(f"ingest: {failure[0]}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Settings of the ingest worker (env prefix ``STORMALERT_``; ``KITE_API_KEY`` and
+``KITE_ACCESS_TOKEN`` are honoured too)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+
+from proto.settings import BaseSettings
+
+DUMMY_SIM_KEY = "sim-key"
+DUMMY_SIM_TOKEN = "sim-token"
+DEFAULT_SIM_URL = "http://127.0.0.1:8765"
+
+
+class IngestSettings(BaseSettings):
+    feed: Literal["sim", "kite"] = "sim"
+    shards: int = Field(2, ge=1, le=1024)
+
+    kite_api_key: str = Field(
+        "", validation_alias=AliasChoices("STORMALERT_KITE_API_KEY", "KITE_API_KEY",
+                                          "kite_api_key"))
+    kite_access_token: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices(
+            "STORMALERT_KITE_ACCESS_TOKEN", "KITE_ACCESS_TOKEN", "kite_access_token"))
+    kite_ws_url: str = "wss://ws.kite.trade"
+    kite_api_url: str = "https://api.kite.trade"
+    kite_mode: Literal["ltp", "quote", "full"] = "full"
+    kite_tokens_per_connection: int = Field(3000, ge=1, le=3000)
+    kite_max_connections: int = Field(3, ge=1, le=3)
+    # Which instruments to subscribe: an explicit list of EXCHANGE:TRADINGSYMBOL, or every
+    # instrument of these exchanges (all of the dump when empty), capped by the limits above.
+    kite_symbols: list[str] = Field(default_factory=list)
+    kite_exchanges: list[str] = Field(default_factory=list)
+    # The simulator's base URL, used for both REST and WebSocket when feed is "sim".
+    sim_url: str = DEFAULT_SIM_URL
+
+    batch_max: int = Field(50, ge=1, le=10_000)  # ticks per stream entry
+    flush_ms: float = Field(5.0, ge=0, le=5_000)  # how long a partial batch may wait
+    queue_max: int = Field(10_000, ge=1)  # frames between the sockets and the writer
+    heartbeat_silence_s: float = Field(5.0, gt=0)  # reconnect after this long with no data
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    drain_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> IngestSettings:
+        if self.feed == "kite" and not (self.kite_api_key and
+                                        self.kite_access_token.get_secret_value()):
+            raise ValueError("feed kite needs KITE_API_KEY and STORMALERT_KITE_ACCESS_TOKEN")
+        return self
+
+    def api_url(self) -> str:
+        return self.sim_url if self.feed == "sim" else self.kite_api_url
+
+    def ws_url(self) -> str:
+        if self.feed != "sim":
+            return self.kite_ws_url
+        return "ws" + self.sim_url.removeprefix("http") if self.sim_url.startswith("http") \
+            else self.sim_url
+
+    def credentials(self) -> tuple[str, str]:
+        key, token = self.kite_api_key, self.kite_access_token.get_secret_value()
+        if self.feed == "sim":
+            return key or DUMMY_SIM_KEY, token or DUMMY_SIM_TOKEN
+        return key, token

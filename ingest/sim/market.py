@@ -1,0 +1,88 @@
+"""The simulator's market: a seeded random walk per instrument, kept in Kite wire integers.
+
+``Market.step(now_s)`` advances the instruments that trade in one scheduling interval and
+returns their indices. The four named symbols trade at least once a second whatever the rate;
+the rest of the budget (``rate`` ticks per second) is spread uniformly over the universe.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from ingest.sim.kite_wire import U32_MAX, Level, Quote
+from ingest.sim.universe import NAMED, Instrument
+
+STEP_S = 0.1
+NAMED_EVERY_STEPS = 5  # named symbols trade every 0.5 s: at least once a second
+_VOLATILITY = 0.0008  # per-trade standard deviation of the relative price move
+
+
+class Market:
+    def __init__(self, instruments: Sequence[Instrument], rate: float, seed: int,
+                 now_s: int) -> None:
+        self.instruments = list(instruments)
+        self.rate = max(rate, 0.0)
+        self._rng = random.Random(seed)
+        self._named = [i for i, inst in enumerate(self.instruments) if inst.symbol in NAMED]
+        self._budget = 0.0
+        self._steps = 0
+        self.quotes = [self._opening(inst, now_s) for inst in self.instruments]
+
+    def _opening(self, inst: Instrument, now_s: int) -> Quote:
+        close = _clamp(round(inst.price * inst.divisor))
+        open_ = _clamp(round(close * self._rng.uniform(0.99, 1.01)))
+        q = Quote(token=inst.token, ltp=open_, close=close, open=open_, high=open_, low=open_,
+                  avg_price=open_, last_trade_time=now_s, exchange_ts=now_s)
+        self._book(q, inst)
+        return q
+
+    def step(self, now_s: int) -> list[int]:
+        """Trade one interval's worth of instruments; their indices, in trade order."""
+        self._steps += 1
+        chosen = list(self._named) if self._steps % NAMED_EVERY_STEPS == 1 else []
+        self._budget += self.rate * STEP_S - len(chosen)
+        extra = int(self._budget) if self._budget >= 1 else 0
+        self._budget -= extra
+        self._budget = max(self._budget, -self.rate)  # the named floor does not starve later
+        if extra:
+            chosen += self._rng.choices(range(len(self.instruments)), k=extra)
+        for index in chosen:
+            self._trade(index, now_s)
+        return chosen
+
+    def _trade(self, index: int, now_s: int) -> None:
+        inst, q, rng = self.instruments[index], self.quotes[index], self._rng
+        tick = max(round(inst.tick_size * inst.divisor), 1)
+        move = round(q.ltp * rng.gauss(0.0, _VOLATILITY) / tick) * tick
+        q.ltp = _clamp(max(q.ltp + move, tick))
+        q.high, q.low = max(q.high, q.ltp), min(q.low, q.ltp)
+        q.exchange_ts = now_s
+        if inst.is_index:
+            return
+        qty = rng.randint(1, 500)
+        volume = min(q.volume + qty, U32_MAX)
+        if volume > 0:
+            q.avg_price = _clamp((q.avg_price * q.volume + q.ltp * qty) // volume)
+        q.volume, q.last_qty, q.last_trade_time = volume, qty, now_s
+        q.buy_qty = rng.randint(1_000, 500_000)
+        q.sell_qty = rng.randint(1_000, 500_000)
+        if inst.instrument_type == "FUT":
+            q.oi = _clamp(max(q.oi + rng.randint(-50, 60), 0))
+            q.oi_day_high = max(q.oi_day_high, q.oi)
+            q.oi_day_low = q.oi if q.oi_day_low == 0 else min(q.oi_day_low, q.oi)
+        self._book(q, inst)
+
+    def _book(self, q: Quote, inst: Instrument) -> None:
+        if inst.is_index:
+            return
+        tick = max(round(inst.tick_size * inst.divisor), 1)
+        rng = self._rng
+        q.bids = [Level(rng.randint(1, 2000), _clamp(max(q.ltp - tick * (n + 1), 0)),
+                        rng.randint(1, 30)) for n in range(5)]
+        q.asks = [Level(rng.randint(1, 2000), _clamp(q.ltp + tick * n), rng.randint(1, 30))
+                  for n in range(5)]
+
+
+def _clamp(value: int) -> int:
+    return min(max(int(value), 0), U32_MAX)

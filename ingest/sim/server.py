@@ -1,0 +1,213 @@
+"""The simulator's single port: Kite REST instruments over plain HTTP (``process_request``) and
+the Kite ticker WebSocket at ``/?api_key=K&access_token=T``, both on one ``websockets`` server.
+
+Each WebSocket session keeps its own subscriptions (token -> mode) and receives, after every
+market step, one binary frame with a packet per traded instrument it subscribes to; when
+nothing it watches traded for a second it gets the 1-byte heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ingest.sim import kite_wire as wire
+from ingest.sim.market import STEP_S, Market
+from ingest.sim.universe import Instrument, instruments_csv_gz
+
+log = logging.getLogger("stormalert.sim")
+
+MODES = ("ltp", "quote", "full")
+HEARTBEAT_S = 1.0
+MAX_PACKETS_PER_FRAME = 1000
+SESSION_QUEUE = 50  # market steps a slow client may lag before steps are dropped for it
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str,
+              extra: Iterable[tuple[str, str]] = ()) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Connection", "close"), *extra])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _error(status: HTTPStatus, message: str, error_type: str = "GeneralException") -> Response:
+    body = orjson.dumps({"status": "error", "message": message, "error_type": error_type})
+    return _response(status, body, "application/json")
+
+
+class KiteSession:
+    """One ticker WebSocket client."""
+
+    def __init__(self, ws: ServerConnection, sim: Simulator) -> None:
+        self.ws = ws
+        self.sim = sim
+        self.modes: dict[int, str] = {}
+        self.steps: asyncio.Queue[list[int]] = asyncio.Queue(SESSION_QUEUE)
+        self._last_sent = time.monotonic()
+
+    def notify(self, indices: list[int]) -> None:
+        if self.steps.full():
+            self.steps.get_nowait()  # a slow client loses the oldest step, never stalls others
+        self.steps.put_nowait(indices)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            sender = tg.create_task(self._send_loop(), name="sim-kite-send")
+            try:
+                await self._receive_loop()
+            finally:
+                sender.cancel()
+
+    async def _receive_loop(self) -> None:
+        async for message in self.ws:
+            if isinstance(message, bytes):
+                continue  # clients send only text commands
+            touched = self._command(message)
+            if touched:
+                await self._send(touched)
+
+    def _command(self, text: str) -> list[int]:
+        """Apply one subscribe/unsubscribe/mode message; the indices to snapshot now."""
+        try:
+            msg = orjson.loads(text)
+            action, value = msg["a"], msg["v"]
+            if action == "mode":
+                mode, tokens = value
+                if mode not in MODES:
+                    raise ValueError(f"unknown mode {mode!r}")
+            else:
+                mode, tokens = "quote", value
+            tokens = [int(t) for t in tokens]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self._send_text({"type": "error", "data": f"invalid message: {exc}"})
+            return []
+        known = [t for t in tokens if t in self.sim.index_of]
+        if action == "unsubscribe":
+            for t in tokens:
+                self.modes.pop(t, None)
+            return []
+        if action not in ("subscribe", "mode"):
+            self._send_text({"type": "error", "data": f"unknown action {action!r}"})
+            return []
+        for t in known:
+            if action == "mode" or t not in self.modes:
+                self.modes[t] = mode
+        return [self.sim.index_of[t] for t in known]
+
+    def _send_text(self, payload: dict[str, object]) -> None:
+        self.sim.spawn(self.ws.send(orjson.dumps(payload).decode()))
+
+    async def _send_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(HEARTBEAT_S):
+                    indices = await self.steps.get()
+            except TimeoutError:
+                indices = []
+            sent = await self._send(indices)
+            if not sent and time.monotonic() - self._last_sent >= HEARTBEAT_S:
+                await self.ws.send(wire.HEARTBEAT)
+                self._last_sent = time.monotonic()
+
+    async def _send(self, indices: list[int]) -> bool:
+        packets = []
+        instruments, quotes = self.sim.market.instruments, self.sim.market.quotes
+        for index in dict.fromkeys(indices):
+            mode = self.modes.get(instruments[index].token)
+            if mode is not None:
+                packets.append(wire.packet(quotes[index], mode,
+                                           index=instruments[index].is_index))
+        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
+            await self.ws.send(wire.frame(packets[start:start + MAX_PACKETS_PER_FRAME]))
+        if packets:
+            self._last_sent = time.monotonic()
+        return bool(packets)
+
+
+class Simulator:
+    def __init__(self, instruments: list[Instrument], market: Market) -> None:
+        self.instruments = instruments
+        self.market = market
+        self.index_of = {inst.token: i for i, inst in enumerate(instruments)}
+        self.exchanges = {inst.exchange for inst in instruments}
+        self.sessions: set[KiteSession] = set()
+        self._dumps: dict[str | None, bytes] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path.rstrip("/")
+        if path == "" and request.headers.get("Upgrade", "").lower() == "websocket":
+            query = parse_qs(url.query)
+            if not query.get("api_key") or not query.get("access_token"):
+                return _error(HTTPStatus.FORBIDDEN, "missing api_key or access_token",
+                              "TokenException")
+            return None
+        if path == "/instruments" or path.startswith("/instruments/"):
+            return self._instruments(path, request)
+        return _error(HTTPStatus.NOT_FOUND, f"no route {url.path!r}")
+
+    def _instruments(self, path: str, request: Request) -> Response:
+        if not request.headers.get("Authorization", "").startswith("token "):
+            return _error(HTTPStatus.FORBIDDEN, "missing 'Authorization: token key:token'",
+                          "TokenException")
+        exchange = path.removeprefix("/instruments").strip("/") or None
+        if exchange is not None and exchange not in self.exchanges:
+            return _error(HTTPStatus.BAD_REQUEST, f"unknown exchange {exchange!r}",
+                          "InputException")
+        if exchange not in self._dumps:
+            self._dumps[exchange] = instruments_csv_gz(self.instruments, exchange)
+        return _response(HTTPStatus.OK, self._dumps[exchange], "text/csv",
+                         [("Content-Encoding", "gzip")])
+
+    async def handle(self, ws: ServerConnection) -> None:
+        session = KiteSession(ws, self)
+        self.sessions.add(session)
+        log.info("kite client connected from %s", ws.remote_address)
+        try:
+            await session.run()
+        except* ConnectionClosed:
+            pass
+        finally:
+            self.sessions.discard(session)
+            log.info("kite client from %s gone", ws.remote_address)
+
+    async def market_loop(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            indices = self.market.step(int(time.time()))
+            for session in list(self.sessions):
+                session.notify(indices)
+            next_at += STEP_S
+            await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
+
+
+async def serve_forever(sim: Simulator, host: str, port: int) -> None:
+    """Serve until cancelled; prints the one ``sim listening on`` line once bound."""
+    server: Server
+    async with serve(sim.handle, host, port, process_request=sim.process_request,
+                     max_size=2**20, ping_interval=20, close_timeout=2) as server:
+        bound = server.sockets[0].getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"sim listening on http://{shown}:{bound[1]}", flush=True)
+        try:
+            await sim.market_loop()
+        finally:
+            with contextlib.suppress(Exception):
+                server.close()

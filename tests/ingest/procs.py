@@ -1,0 +1,67 @@
+"""Start the simulator and the ingest worker as real subprocesses for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def start_sim(port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """A running simulator and its base URL (read from its one stdout line)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest.sim", "--port", str(port), "--log-level", "WARNING",
+         *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("sim listening on http://"):
+        stop(proc)
+        raise AssertionError(f"sim did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    return proc, line.removeprefix("sim listening on ")
+
+
+def start_ingest(redis_url: str, sim_url: str, shards: int,
+                 **env: str) -> subprocess.Popen[str]:
+    environment = {**os.environ, "STORMALERT_REDIS_URL": redis_url,
+                   "STORMALERT_STATS_INTERVAL_S": "2", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", "--feed", "sim", "--shards", str(shards),
+         "--sim-url", sim_url], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 10) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"process {proc.args} ignored signal {sig}") from None
+
+
+def wait_for(check: Callable[[], T | None], timeout_s: float = 15, what: str = "") -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def heartbeat(r: redis.Redis, process: str) -> dict | None:
+    raw = r.get(f"sa:hb:{process}")
+    return orjson.loads(raw) if raw else None
