@@ -15,6 +15,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
 from litestar.security.jwt import JWTCookieAuth, Token
+from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from proto import keys
 from proto.bus import RedisUnavailable, check, connect, redact_url
@@ -87,10 +88,10 @@ class Sessions:
             secure=self.auth.secure,
             max_age=int(self.auth.default_token_expiration.total_seconds()),
         )
-        return Redirect(target, cookies=[cookie])
+        return Redirect(target, cookies=[cookie], status_code=HTTP_303_SEE_OTHER)
 
     def sign_out(self) -> Redirect:
-        response = Redirect(LOGIN_PATH)
+        response = Redirect(LOGIN_PATH, status_code=HTTP_303_SEE_OTHER)
         response.delete_cookie(COOKIE, path="/")
         return response
 

@@ -1,0 +1,189 @@
+"""The live stream against a real server process (``python -m web``): TestClient buffers
+whole responses, so an endless event stream needs a real socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import redis
+from httpx_sse import ServerSentEvent, connect_sse
+
+from proto import keys
+from tests.web.conftest import add_alert, login, set_quote
+
+ROOT = Path(__file__).resolve().parents[2]
+READ_TIMEOUT_S = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("STORMALERT_") and k != "JWT_SECRET"}
+    env.update(STORMALERT_REDIS_URL=redis_url, STORMALERT_QUOTES_INTERVAL_S="0.2",
+               STORMALERT_HEARTBEAT_INTERVAL_S="0.5", STORMALERT_STATS_INTERVAL_S="3600")
+    proc = subprocess.Popen([sys.executable, "-m", "web", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"python -m web exited with {proc.returncode}: {out}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("python -m web did not start within 15 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(5)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(redis_url: str) -> Iterator[str]:
+    port = free_port()
+    proc = start_server(redis_url, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture
+def alice(base_url: str, users: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=READ_TIMEOUT_S) as client:
+        assert login(client, "alice", users["alice"]).status_code == 303
+        yield client
+
+
+def next_event(events: Iterator[ServerSentEvent], kind: str) -> ServerSentEvent:
+    """The next event of one type, skipping others (quotes, cursor updates)."""
+    for event in events:
+        if event.event == kind:
+            return event
+    raise AssertionError(f"stream ended before a {kind!r} event")
+
+
+@contextmanager
+def stream(client: httpx.Client, headers: dict[str, str] | None = None,
+           params: dict[str, str] | None = None) -> Iterator[Iterator[ServerSentEvent]]:
+    """Open /events and wait for its first message, so later writes come after its cursor."""
+    with connect_sse(client, "GET", "/events", headers=dict(headers or {}),
+                     params=params) as source:
+        assert source.response.status_code == 200
+        events = source.iter_sse()
+        assert next(events).retry is not None
+        yield events
+
+
+def alert_ids(events: Iterator[ServerSentEvent], n: int) -> list[str]:
+    return [next_event(events, "alert").id for _ in range(n)]
+
+
+def test_alert_reaches_its_user_only(alice: httpx.Client, r: redis.Redis) -> None:
+    with stream(alice) as events:
+        add_alert(r, "bob", "for bob")
+        entry_id = add_alert(r, "alice", "for alice", sym="NSE:TCS", ltp=3999.5)
+        event = next_event(events, "alert")
+    data = orjson.loads(event.data)
+    assert event.id == entry_id
+    assert data["msg"] == "for alice" and data["sym"] == "NSE:TCS"
+    assert data["ltp"] == "3,999.50" and data["latency_ms"] == "2.50"
+
+
+def test_reconnect_with_last_event_id_resumes_exactly(alice: httpx.Client,
+                                                      r: redis.Redis) -> None:
+    with stream(alice) as events:
+        sent = [add_alert(r, "alice", f"a{i}") for i in range(2)]
+        received = alert_ids(events, 2)
+    assert received == sent
+
+    while_away = [add_alert(r, "alice", f"b{i}") for i in range(3)]
+    add_alert(r, "bob", "not for alice")
+    with stream(alice, headers={"Last-Event-ID": received[-1]}) as events:
+        assert alert_ids(events, 3) == while_away
+        after = add_alert(r, "alice", "after reconnect")
+        assert alert_ids(events, 1) == [after]
+
+
+def test_first_connection_starts_at_the_page_cursor(alice: httpx.Client,
+                                                    r: redis.Redis) -> None:
+    cursor = alice.get("/api/alerts").json()["cursor"]
+    between_page_and_stream = add_alert(r, "alice", "written before the stream opened")
+    with stream(alice, params={"since": cursor}) as events:
+        assert alert_ids(events, 1) == [between_page_and_stream]
+
+
+def test_cursor_moves_past_other_users_alerts(alice: httpx.Client, r: redis.Redis) -> None:
+    with stream(alice) as events:
+        others = add_alert(r, "bob", "bob only")
+        event = next(e for e in events if e.id == others)
+    assert event.data == "" and event.event == "message"
+
+
+def test_changed_quotes_are_pushed(alice: httpx.Client, r: redis.Redis) -> None:
+    set_quote(r, "NSE:INFY", 1500.0, pc=1500.0)
+    with stream(alice) as events:
+        first = orjson.loads(next_event(events, "quotes").data)
+        assert [q["sym"] for q in first] == ["NSE:INFY"]
+        set_quote(r, "NSE:RELIANCE", 2901.0)
+        changed = orjson.loads(next_event(events, "quotes").data)
+    assert [q["sym"] for q in changed] == ["NSE:RELIANCE"]
+    assert changed[0]["ltp"] == "2,901.00"
+
+
+def test_quiet_stream_sends_heartbeat_comments(alice: httpx.Client) -> None:
+    with alice.stream("GET", "/events") as response:
+        deadline = time.monotonic() + 3
+        for line in response.iter_lines():
+            if line == ": hb":
+                break
+            assert time.monotonic() < deadline, "no heartbeat within 3 s"
+
+
+def test_stream_requires_login(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/events", headers={"Accept": "text/event-stream"})
+    assert response.status_code == 401
+
+
+def test_server_stops_promptly_with_an_open_stream(redis_url: str, r: redis.Redis,
+                                                   users: dict[str, str]) -> None:
+    port = free_port()
+    proc = start_server(redis_url, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=READ_TIMEOUT_S) as client:
+            login(client, "alice", users["alice"])
+            with stream(client):
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)
+                assert time.monotonic() - started < 6
+                # uvicorn re-raises the signal after its graceful shutdown.
+                assert proc.returncode in (0, -signal.SIGTERM)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "Application shutdown complete" in output, output
+        assert not r.exists(keys.heartbeat("web"))
+    finally:
+        stop_server(proc)
