@@ -27,7 +27,8 @@ def start_sim(port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
     line = proc.stdout.readline().strip()
     if not line.startswith("sim listening on http://"):
         stop(proc)
-        raise AssertionError(f"sim did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"sim did not start: {line!r} {err}")
     return proc, line.removeprefix("sim listening on ")
 
 

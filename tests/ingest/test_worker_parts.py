@@ -1,0 +1,138 @@
+"""The worker's parts in-process: backoff, connection planning, instrument selection, the
+tick writer against a real Redis, and the connection's watchdog and resubscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import orjson
+import pytest
+import redis
+from websockets.asyncio.server import ServerConnection, serve
+
+from ingest import instruments as master
+from ingest.backoff import backoff_s
+from ingest.kite_feed import KiteConnection, socket_url, subscribe_messages
+from ingest.settings import IngestSettings
+from ingest.sim import kite_wire as wire
+from ingest.worker import plan_connections
+from ingest.writer import TickWriter
+from proto import bus, keys
+from proto.events import Tick, decode_ticks
+from proto.runtime import Stats
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [
+    (1, 0.25, 0.5), (2, 0.5, 1.0), (3, 1.0, 2.0), (6, 8.0, 16.0), (7, 15.0, 30.0),
+    (50, 15.0, 30.0), (10_000, 15.0, 30.0),
+])
+def test_backoff_is_capped_exponential_with_jitter(attempt: int, low: float, high: float) -> None:
+    rng = random.Random(attempt)
+    delays = [backoff_s(attempt, 0.5, 30.0, rng) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert len(set(delays)) > 1
+
+
+def test_plan_connections_respects_the_limits() -> None:
+    groups, left = plan_connections(list(range(7000)), 3000, 3)
+    assert [len(g) for g in groups] == [3000, 3000, 1000] and left == 0
+    groups, left = plan_connections(list(range(9500)), 3000, 3)
+    assert [len(g) for g in groups] == [3000, 3000, 3000] and left == 500
+    assert plan_connections([], 3000, 3) == ([], 0)
+
+
+def test_select_by_symbols_or_exchanges() -> None:
+    everything = [master.Instrument(1, "NSE:A", "a"), master.Instrument(2, "BSE:B", "b"),
+                  master.Instrument(3, "NSE:C", "c")]
+    assert master.select(everything, ["NSE:C", "NSE:X"], []) == ([everything[2]], ["NSE:X"])
+    assert master.select(everything, [], ["BSE"]) == ([everything[1]], [])
+    assert master.select(everything, [], []) == (everything, [])
+
+
+def test_settings() -> None:
+    sim = IngestSettings(feed="sim", sim_url="http://127.0.0.1:9")
+    assert sim.ws_url() == "ws://127.0.0.1:9" and sim.api_url() == "http://127.0.0.1:9"
+    assert sim.credentials() == ("sim-key", "sim-token")
+    with pytest.raises(ValueError, match="KITE_API_KEY"):
+        IngestSettings(feed="kite")
+    kite = IngestSettings(feed="kite", kite_api_key="k", kite_access_token="tok-s3cret")
+    assert kite.ws_url() == "wss://ws.kite.trade" and "tok-s3cret" not in repr(kite)
+    assert socket_url("ws://h:1", "k", "a b") == "ws://h:1?api_key=k&access_token=a+b"
+
+
+def tick(sym: str, n: int) -> Tick:
+    return Tick(sym, str(n), "kite", 100.0 + n, n, 1_700_000_000_000, 1_700_000_000_000_000)
+
+
+def test_writer_groups_by_shard_in_batches(r: redis.Redis, redis_url: str) -> None:
+    async def scenario() -> Stats:
+        stats = Stats("t")
+        client = bus.aconnect(redis_url)
+        writer = TickWriter(client, stats, shards=3, batch_max=7, flush_ms=1, queue_max=100)
+        ticks = [tick(f"NSE:S{n % 10}", n) for n in range(100)]
+        await writer.write(ticks)
+        await client.aclose()
+        return stats
+
+    stats = asyncio.run(scenario())
+    total = 0
+    for shard in range(3):
+        entries = r.xrange(keys.ticks(shard))
+        for _id, fields in entries:
+            batch = decode_ticks(fields)
+            assert 1 <= len(batch) <= 7
+            assert all(keys.shard_for(t.sym, 3) == shard for t in batch)
+            total += len(batch)
+    assert total == 100 and stats.counters["written"] == 100
+
+
+def test_writer_drops_and_counts_when_full() -> None:
+    async def scenario() -> Stats:
+        stats = Stats("t")
+        writer = TickWriter(None, stats, shards=1, batch_max=10,  # type: ignore[arg-type]
+                            flush_ms=1, queue_max=2)
+        for n in range(5):
+            writer.offer([tick("NSE:A", n), tick("NSE:B", n)])
+        return stats
+
+    assert asyncio.run(scenario()).counters["drops"] == 6
+
+
+def test_connection_watchdog_reconnects_and_resubscribes() -> None:
+    """A server that accepts and then stays silent: the client must give up after the
+    silence limit, reconnect, and send subscribe + mode again each time."""
+    received: list[list[dict]] = []
+
+    async def silent(ws: ServerConnection) -> None:
+        messages = [orjson.loads(await ws.recv()), orjson.loads(await ws.recv())]
+        received.append(messages)
+        await ws.send(wire.frame([wire.ltp_packet(wire.Quote(408065, 157370, 0, 0, 0, 0))]))
+        await ws.wait_closed()
+
+    async def scenario() -> tuple[Stats, list[list[Tick]]]:
+        stats = Stats("t")
+        offered: list[list[Tick]] = []
+        writer = TickWriter(None, stats, shards=1, batch_max=1,  # type: ignore[arg-type]
+                            flush_ms=1, queue_max=10)
+        writer.offer = offered.append  # type: ignore[method-assign]
+        async with serve(silent, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            conn = KiteConnection("t", socket_url(f"ws://127.0.0.1:{port}", "k", "t"),
+                                  [408065, 256265], "full", {408065: "NSE:INFY"}, writer,
+                                  stats, silence_s=0.3, reconnect_min_s=0.05,
+                                  reconnect_max_s=0.1, connect_timeout_s=2)
+            task = asyncio.create_task(conn.run())
+            await asyncio.sleep(1.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return stats, offered
+
+    stats, offered = asyncio.run(scenario())
+    assert stats.counters["reconnects"] >= 2
+    assert len(received) >= 2
+    expected = [orjson.loads(m) for m in subscribe_messages([408065, 256265], "full")]
+    assert all(messages == expected for messages in received)
+    assert offered and offered[0][0].sym == "NSE:INFY" and offered[0][0].ltp == 1573.7
+    assert stats.gauges["connected"] == 0
