@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
+from notify.send import warm_up
 from notify.service import Notifier
 from notify.settings import NotifySettings
 from proto import keys
@@ -58,6 +59,7 @@ async def serve(settings: NotifySettings) -> None:
         stats.inc(name, 0)
     log.info("consumer %s of group %s on %s, redis %s", settings.notify_consumer,
              keys.NOTIFY_GROUP, keys.ALERTS, redact_url(settings.redis_url))
+    await asyncio.to_thread(warm_up)
     try:
         async with asyncio.TaskGroup() as tg:
             beat = tg.create_task(

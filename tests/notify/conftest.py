@@ -128,6 +128,11 @@ def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, what: str = "")
         time.sleep(0.02)
 
 
+def dead_letters(r: redis.Redis) -> list[dict[str, str]]:
+    """The fields of every sa:alerts:dead entry, oldest first."""
+    return [dict(fields) for _id, fields in r.xrange(keys.ALERTS_DEAD)]  # type: ignore[union-attr,misc,arg-type]
+
+
 def pending_count(r: redis.Redis) -> int:
     try:
         return int(r.xpending(keys.ALERTS, keys.NOTIFY_GROUP)["pending"])  # type: ignore[index]

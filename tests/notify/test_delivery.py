@@ -14,6 +14,7 @@ from proto import keys
 from tests.notify.conftest import (
     NotifierProc,
     Webhook,
+    dead_letters,
     free_port,
     make_alert,
     make_user,
@@ -142,7 +143,7 @@ def test_dead_channels_do_not_block_a_healthy_one(r: redis.Redis, webhook: Webho
     assert abs(ok.at - fails[0].at) < 0.3
     assert fails[-1].at - fails[0].at > 0.45  # two backoffs of at least 0.15 s and 0.3 s
 
-    dead = {f["channel"]: f for _id, f in r.xrange(keys.ALERTS_DEAD)}  # type: ignore[misc]
+    dead = {f["channel"]: f for f in dead_letters(r)}
     assert set(dead) == {cids[refused], cids[broken]}
     assert "500" in dead[cids[broken]]["reason"]
     assert "onnection" in dead[cids[refused]]["reason"]
@@ -173,7 +174,7 @@ def test_poison_entry_is_dead_lettered_and_acked(r: redis.Redis, webhook: Webhoo
     publish(r, good)
     proc = notifier()
     wait_until(lambda: pending_count(r) == 0 and webhook.hits, what="both handled")
-    [(_id, dead)] = r.xrange(keys.ALERTS_DEAD)  # type: ignore[misc]
+    [dead] = dead_letters(r)
     assert dead["entry"] == bad_id
     assert dead["ltp"] == "not a number"
     assert "bad alert entry" in dead["reason"]
