@@ -7,6 +7,7 @@ Prints exactly one line to stdout once listening: ``sim listening on http://HOST
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from ingest.sim import universe
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_async(run)
     except OSError as exc:
         print(f"sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=__import__("sys").stderr)
+              file=sys.stderr)
         return 1
 
 
