@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         app, host=settings.host, port=settings.port,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         log_level=settings.log_level.lower(), access_log=False,
+        log_config=None,  # keep the one log format set up above
     )
     return 0
 

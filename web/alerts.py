@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aredis
 
@@ -50,7 +50,7 @@ def visible_view(user: User, entry_id: str, fields: Fields) -> dict[str, Any] | 
 
 async def latest_id(ar: aredis.Redis) -> str:
     """The id of the newest entry, or the start when the stream is empty."""
-    newest = await ar.xrevrange(keys.ALERTS, count=1)
+    newest = cast(list[Entry], await ar.xrevrange(keys.ALERTS, count=1))
     return newest[0][0] if newest else START_ID
 
 
@@ -63,8 +63,8 @@ async def recent_alerts(ar: aredis.Redis, user: User, *, limit: int,
     upper = "+"
     scanned = 0
     while True:
-        chunk: list[Entry] = await ar.xrevrange(
-            keys.ALERTS, max=upper, min="-", count=max(1, min(_CHUNK, scan - scanned)))
+        chunk = cast(list[Entry], await ar.xrevrange(
+            keys.ALERTS, max=upper, min="-", count=max(1, min(_CHUNK, scan - scanned))))
         if not chunk:
             break
         if cursor == START_ID:
@@ -83,7 +83,7 @@ async def recent_alerts(ar: aredis.Redis, user: User, *, limit: int,
 async def read_after(ar: aredis.Redis, cursor: str, *, block_ms: int,
                      count: int = 200) -> list[Entry]:
     """Entries after ``cursor``, waiting up to ``block_ms`` for the first one."""
-    reply = await ar.xread({keys.ALERTS: cursor}, count=count, block=block_ms)
+    reply: Any = await ar.xread({keys.ALERTS: cursor}, count=count, block=block_ms)
     if not reply:
         return []
     if isinstance(reply, dict):  # RESP3

@@ -25,7 +25,7 @@ from web.views import User
 HEALTH_TIMEOUT_S = 2.0
 
 
-@get("/healthz", exclude_from_auth=True, cache=False)
+@get("/healthz", exclude_from_auth=True)
 async def healthz(ar: NamedDependency[aredis.Redis]) -> Response[dict[str, str]]:
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):

@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aredis
 from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, ResponseHeader, State
 from litestar.di import Provide
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -32,17 +32,28 @@ log = logging.getLogger("stormalert.web")
 HERE = Path(__file__).resolve().parent
 PROCESS = "web"
 
+# Everything the pages use comes from this origin; nothing is fetched from elsewhere.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
 
 def _ar(state: State) -> aredis.Redis:
-    return state.ar  # type: ignore[no-any-return]
+    return state.ar
 
 
 def _r(state: State) -> redis.Redis:
-    return state.r  # type: ignore[no-any-return]
+    return state.r
 
 
 def _board(state: State) -> QuoteBoard:
-    return state.board  # type: ignore[no-any-return]
+    return state.board
 
 
 def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar:
@@ -79,7 +90,8 @@ def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar
             pages.login_page, pages.login, pages.logout, pages.dashboard,
             api.healthz, api.api_quotes, api.api_alerts, api.events,
             create_static_files_router(path="/static", directories=[HERE / "static"],
-                                       opt={"exclude_from_auth": True}),
+                                       opt={"exclude_from_auth": True},
+                                       cache_control=CacheControlHeader(max_age=300)),
         ],
         dependencies={
             "ar": Provide(_ar, sync_to_thread=False),
@@ -95,6 +107,10 @@ def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar
                                cookie_secure=settings.cookie_secure, cookie_samesite="lax"),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         exception_handlers=EXCEPTION_HANDLERS,
+        # Pages and API answers hold one user's data: never kept by a browser or proxy.
+        cache_control=CacheControlHeader(no_store=True),
+        response_headers=[ResponseHeader(name=k, value=v) for k, v in SECURITY_HEADERS.items()],
         openapi_config=None,
+        logging_config=None,  # the process's own logging (proto.runtime.setup_logging)
         debug=False,
     )

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 import redis
@@ -43,7 +44,7 @@ class QuoteBoard:
         down = False
         while True:
             try:
-                self.quotes = await self._ar.hgetall(keys.QUOTES)
+                self.quotes = cast(dict[str, str], await self._ar.hgetall(keys.QUOTES))
                 if down:
                     log.info("quotes: Redis reachable again")
                 down = False

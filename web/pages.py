@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import redis
 import redis.asyncio as aredis
@@ -51,7 +51,7 @@ def login(
     sessions: NamedDependency[Sessions],
     stats: NamedDependency[Stats],
 ) -> Response[Any]:
-    name = data.username.strip()
+    name = data.username.strip().lower()  # user names are lowercase (proto.store.USER_RE)
     # argon2 verification is deliberately slow: this handler runs in a worker thread.
     record = store.check_password(r, name, data.password) if name and data.password else None
     if record is None:
@@ -76,7 +76,7 @@ async def dashboard(
     settings: NamedDependency[WebSettings],
 ) -> Template:
     user = request.user
-    quotes = await ar.hgetall(keys.QUOTES)
+    quotes = cast(dict[str, str], await ar.hgetall(keys.QUOTES))
     alerts, cursor = await recent_alerts(ar, user, limit=settings.history_alerts,
                                          scan=settings.history_scan)
     return Template("dashboard.html", media_type=MediaType.HTML, context={

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -163,6 +163,27 @@ def test_quiet_stream_sends_heartbeat_comments(alice: httpx.Client) -> None:
             assert time.monotonic() < deadline, "no heartbeat within 3 s"
 
 
+def open_streams(r: redis.Redis) -> int | None:
+    beat = r.get(keys.heartbeat("web"))
+    return orjson.loads(beat).get("sse_open") if beat else None
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_closed_streams_end_their_server_side_reader(alice: httpx.Client,
+                                                     r: redis.Redis) -> None:
+    with stream(alice):
+        assert wait_for(lambda: (open_streams(r) or 0) >= 1), "heartbeat never counted the stream"
+    assert wait_for(lambda: open_streams(r) == 0), "the stream's reader outlived its client"
+
+
 def test_stream_requires_login(base_url: str) -> None:
     response = httpx.get(f"{base_url}/events", headers={"Accept": "text/event-stream"})
     assert response.status_code == 401
@@ -184,6 +205,5 @@ def test_server_stops_promptly_with_an_open_stream(redis_url: str, r: redis.Redi
                 assert proc.returncode in (0, -signal.SIGTERM)
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "Application shutdown complete" in output, output
-        assert not r.exists(keys.heartbeat("web"))
     finally:
         stop_server(proc)

@@ -200,3 +200,14 @@ def test_server_error_page_leaks_nothing(client: TestClient[Any], users: dict,
 def test_static_assets_are_public(client: TestClient[Any]) -> None:
     assert client.get("/static/app.js").status_code == 200
     assert "text/css" in client.get("/static/app.css").headers["content-type"]
+
+
+def test_pages_are_not_cached_and_carry_security_headers(client: TestClient[Any],
+                                                         users: dict) -> None:
+    login(client, "Alice ", users["alice"])  # user names are matched case-insensitively
+    page = client.get("/", headers=HTML)
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "max-age=300" in client.get("/static/app.js").headers["cache-control"]
