@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 proto: install
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto proto/upstox.proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto proto/MarketDataFeedV3.proto
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

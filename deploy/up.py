@@ -64,8 +64,7 @@ def children(s: UpSettings, sim_port: int | None) -> list[Child]:
     if sim_port is not None:
         procs.append(Child("sim", ["ingest.sim", "--host", "127.0.0.1", "--port", str(sim_port),
                                    "--symbols", str(s.sim_symbols), "--rate", str(s.sim_rate)]))
-        feed_env = {"STORMALERT_KITE_WS_URL": f"ws://127.0.0.1:{sim_port}",
-                    "STORMALERT_KITE_API_URL": f"http://127.0.0.1:{sim_port}"}
+        feed_env = {"STORMALERT_SIM_URL": f"http://127.0.0.1:{sim_port}"}
     procs += [Child(f"engine-{i}", ["engine", "--shard", str(i), "--shards", str(s.shards)])
               for i in range(s.shards)]
     procs.append(Child("notify", ["notify"]))

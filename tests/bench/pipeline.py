@@ -80,8 +80,7 @@ class Pipeline:
             self.procs[f"engine-{i}"] = spawn(
                 ["engine", "--shard", str(i), "--shards", str(self.shards)], self.env,
                 self.workdir / f"engine-{i}.log")
-        feed_env = {**self.env, "STORMALERT_KITE_WS_URL": f"ws://127.0.0.1:{self.sim_port}",
-                    "STORMALERT_KITE_API_URL": f"http://127.0.0.1:{self.sim_port}"}
+        feed_env = {**self.env, "STORMALERT_SIM_URL": f"http://127.0.0.1:{self.sim_port}"}
         self.procs["ingest"] = spawn(["ingest", "--feed", "sim", "--shards", str(self.shards)],
                                      feed_env, self.workdir / "ingest.log")
 

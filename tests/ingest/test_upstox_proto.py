@@ -1,7 +1,8 @@
 """Our compiled Upstox V3 schema against the upstox-python-sdk's own.
 
-The SDK registers the same message names in protobuf's default pool when ``upstox_client`` is
-imported, so the two cannot load in one process: the SDK side runs in a subprocess.
+Our file keeps the SDK's file name (``MarketDataFeedV3.proto``), so protobuf's default pool
+sees one schema and both modules can load in one process (checked below). The SDK side of the
+comparison still runs in a subprocess, so it reads a schema that ours never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.internal import api_implementation
 from google.protobuf.json_format import MessageToDict
 
-from proto import upstox_pb2 as pb
+from proto import MarketDataFeedV3_pb2 as pb
 
 SDK_SIDE = textwrap.dedent("""
     import base64, sys, orjson
@@ -102,3 +103,12 @@ def test_market_info_message() -> None:
     sdk = run_sdk(data)
     assert sdk["parsed"]["type"] == "market_info"
     assert sdk["parsed"]["marketInfo"]["segmentStatus"] == {"NSE_FO": "CLOSING_END"}
+
+
+def test_ours_and_the_sdks_load_in_one_process():
+    code = ("import upstox_client\n"
+            "from proto import MarketDataFeedV3_pb2 as ours\n"
+            "from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as sdk\n"
+            "assert ours.FeedResponse is sdk.FeedResponse\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
