@@ -101,6 +101,7 @@ def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
         },
+        middleware=[pages.login_rate_limit(settings.login_attempts_per_minute).middleware],
         lifespan=[lifespan],
         on_app_init=[sessions.auth.on_app_init],
         csrf_config=CSRFConfig(secret=derived_secret(secret, "csrf"),

@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 from litestar import MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_401_UNAUTHORIZED
@@ -42,6 +43,17 @@ def _login_page(error: str | None, target: str, status: int = 200) -> Template:
 @get("/login", exclude_from_auth=True)
 async def login_page(next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Template:
     return _login_page(None, next_ or "/")
+
+
+def _is_sign_in(request: Request[Any, Any, Any]) -> bool:
+    return request.method == "POST" and request.url.path == "/login"
+
+
+def login_rate_limit(attempts_per_minute: int) -> RateLimitConfig:
+    """Counts sign-in posts only, in a store of their own (the middleware keys by client
+    address alone, so any other limit must not share it)."""
+    return RateLimitConfig(rate_limit=("minute", attempts_per_minute), store="login_attempts",
+                           check_throttle_handler=_is_sign_in)
 
 
 @post("/login", exclude_from_auth=True, sync_to_thread=True)

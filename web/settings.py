@@ -18,6 +18,8 @@ class WebSettings(BaseSettings):
     # Browsers drop Secure cookies on plain http://localhost; set it behind TLS.
     cookie_secure: bool = False
     session_ttl_s: int = Field(default=12 * 3600, gt=0)
+    # Sign-in attempts (form posts) per client address per minute; slows password guessing.
+    login_attempts_per_minute: int = Field(default=20, ge=1)
     # How many recent alerts the page shows, and how far back in sa:alerts it looks for them.
     history_alerts: int = Field(default=50, ge=0, le=1000)
     history_scan: int = Field(default=5000, ge=0)

@@ -36,7 +36,8 @@ def start_server(redis_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("STORMALERT_") and k != "JWT_SECRET"}
     env.update(STORMALERT_REDIS_URL=redis_url, STORMALERT_QUOTES_INTERVAL_S="0.2",
-               STORMALERT_HEARTBEAT_INTERVAL_S="0.5", STORMALERT_STATS_INTERVAL_S="3600")
+               STORMALERT_HEARTBEAT_INTERVAL_S="0.5", STORMALERT_STATS_INTERVAL_S="3600",
+               STORMALERT_LOGIN_ATTEMPTS_PER_MINUTE="1000")
     proc = subprocess.Popen([sys.executable, "-m", "web", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15

@@ -211,3 +211,12 @@ def test_pages_are_not_cached_and_carry_security_headers(client: TestClient[Any]
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert "max-age=300" in client.get("/static/app.js").headers["cache-control"]
+
+
+def test_sign_in_attempts_are_rate_limited(redis_url: str, r: redis.Redis) -> None:
+    settings = WebSettings(redis_url=redis_url, login_attempts_per_minute=2,
+                           stats_interval_s=3600)
+    with TestClient(app=create_app(settings)) as client:
+        assert [login(client, "alice", "wrong-password").status_code for _ in range(3)] == [
+            401, 401, 429]
+        assert client.get("/login").status_code == 200
