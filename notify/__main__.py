@@ -93,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check(settings)
     setup_logging(PROCESS, settings.log_level)
-    # Apprise's own log lines can name hosts or paths of a channel; we log scrubbed reasons.
-    logging.getLogger("apprise").propagate = False
     return run_async(lambda: serve(settings))
 
 
