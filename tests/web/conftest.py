@@ -22,11 +22,26 @@ PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "root": "root-s
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
+@pytest.fixture(scope="session")
+def user_records(redis_url: str) -> dict[str, dict[str, str]]:
+    """The stored records of the test users, made once: argon2 hashing is slow on purpose."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        client.flushdb()
+        for name, password in PASSWORDS.items():
+            store.add_user(client, name, password, admin=name == "root")
+        return {name: store.get_user(client, name) or {} for name in PASSWORDS}
+    finally:
+        client.flushdb()
+        client.close()
+
+
 @pytest.fixture
-def users(r: redis.Redis) -> dict[str, str]:
+def users(r: redis.Redis, user_records: dict[str, dict[str, str]]) -> dict[str, str]:
     """alice and bob (plain users) and root (admin), with their passwords."""
-    for name, password in PASSWORDS.items():
-        store.add_user(r, name, password, admin=name == "root")
+    for name, record in user_records.items():
+        r.sadd(keys.USERS, name)
+        r.hset(keys.user(name), mapping=record)
     return PASSWORDS
 
 
