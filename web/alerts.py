@@ -18,7 +18,7 @@ from web.views import User, alert_view
 
 log = logging.getLogger("stormalert.web")
 
-ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 START_ID = "0-0"  # before every entry: the cursor of an empty stream
 _CHUNK = 500
 
@@ -28,7 +28,7 @@ Entry = tuple[str, Fields]
 def valid_entry_id(value: str | None) -> str | None:
     """A stream entry id from a client (header or query), or None when it is not one."""
     value = (value or "").strip()
-    return value if ENTRY_ID_RE.match(value) else None
+    return value if ENTRY_ID_RE.fullmatch(value) else None
 
 
 def visible_alert(user: User, entry_id: str, fields: Fields) -> Alert | None:

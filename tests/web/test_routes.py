@@ -220,3 +220,11 @@ def test_sign_in_attempts_are_rate_limited(redis_url: str, r: redis.Redis) -> No
         assert [login(client, "alice", "wrong-password").status_code for _ in range(3)] == [
             401, 401, 429]
         assert client.get("/login").status_code == 200
+
+
+def test_alert_text_is_escaped(client: TestClient[Any], users: dict, r: redis.Redis) -> None:
+    add_alert(r, "alice", "<script>alert(1)</script>", sym="NSE:<b>X</b>")
+    login(client, "alice", users["alice"])
+    page = client.get("/", headers=HTML).text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page and "<b>X</b>" not in page
