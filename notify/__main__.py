@@ -13,10 +13,10 @@ import asyncio
 import logging
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
+from notify.deliver import Deliverer
 from notify.send import warm_up
 from notify.service import Notifier
 from notify.settings import NotifySettings
@@ -36,8 +36,6 @@ log = logging.getLogger("notify")
 
 async def serve(settings: NotifySettings) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(settings.notify_send_threads,
-                                                 thread_name_prefix="notify-send"))
     stop = asyncio.Event()
     main_task = asyncio.current_task()
 
@@ -60,15 +58,17 @@ async def serve(settings: NotifySettings) -> None:
     log.info("consumer %s of group %s on %s, redis %s", settings.notify_consumer,
              keys.NOTIFY_GROUP, keys.ALERTS, redact_url(settings.redis_url))
     await asyncio.to_thread(warm_up)
+    deliverer = Deliverer(settings, r, stats)
     try:
         async with asyncio.TaskGroup() as tg:
             beat = tg.create_task(
                 heartbeat_loop(PROCESS, r, stats, settings.stats_interval_s), name="heartbeat")
             try:
-                await Notifier(settings, r, stats).run(stop)
+                await Notifier(settings, r, stats, deliverer).run(stop)
             finally:
                 beat.cancel()
     finally:
+        deliverer.close()
         await r.aclose()
         log.info("stopped; final stats %s", format_stats(stats.counters, {}))
 

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import redis
@@ -72,6 +73,14 @@ class Deliverer:
         self._rand = rand
         self._alerts = KeyedLock()
         self._lease_ms = int((settings.notify_send_timeout_s + LEASE_SLACK_S) * 1000)
+        # Our own pool: the loop's default one has min(32, cpus + 4) threads, 6 on a 2-core
+        # machine, and slow channels would queue behind each other in it.
+        self._pool = ThreadPoolExecutor(settings.notify_send_threads,
+                                        thread_name_prefix="notify-send")
+
+    def close(self) -> None:
+        """Stop the send threads; a send still running finishes on its socket timeout."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def deliver(self, alert: Alert) -> bool:
         # Two entries with one alert id (an engine redelivery) are handled one after the
@@ -159,8 +168,9 @@ class Deliverer:
         try:
             # The thread keeps running past the timeout, but the plugin's own socket
             # timeouts are set to the same value, so it ends soon after.
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._send, channel, message, timeout_s), timeout_s + 1.0)
+            sending = asyncio.get_running_loop().run_in_executor(
+                self._pool, self._send, channel, message, timeout_s)
+            return await asyncio.wait_for(sending, timeout_s + 1.0)
         except TimeoutError:
             return SendOutcome(False, f"no answer within {timeout_s:g}s")
         except Exception as exc:  # a plugin that raises is a failed try, never a crash

@@ -86,6 +86,7 @@ def fit(message: Message, body_maxlen: int, title_maxlen: int) -> Message:
     ``title_maxlen <= 0`` means the channel has no title (Telegram, WhatsApp): the title
     becomes the body's first line and both share ``body_maxlen``. The last line (the
     dashboard link when there is one) is kept whole when the limit allows, the middle is cut.
+    A line break counts as two characters: apprise sends ``\r\n`` to some services.
     ``body_maxlen <= 0`` means no limit.
     """
     title, body = message.title, message.body
@@ -93,14 +94,29 @@ def fit(message: Message, body_maxlen: int, title_maxlen: int) -> Message:
         title, body = "", f"{title}\n{body}" if title else body
     elif len(title) > title_maxlen:
         title = title[: title_maxlen - 1].rstrip() + ELLIPSIS
-    if body_maxlen > 0 and len(body) > body_maxlen:
+    if body_maxlen > 0 and wire_len(body) > body_maxlen:
         body = _trim_keeping_last_line(body, body_maxlen)
     return Message(title=title, body=body)
 
 
+def wire_len(text: str) -> int:
+    """Length with every line break sent as ``\r\n``."""
+    return len(text) + text.count("\n")
+
+
+def _prefix(text: str, budget: int) -> str:
+    """The longest prefix of ``text`` whose wire length is within ``budget``."""
+    used = 0
+    for i, char in enumerate(text):
+        used += 2 if char == "\n" else 1
+        if used > budget:
+            return text[:i]
+    return text
+
+
 def _trim_keeping_last_line(body: str, limit: int) -> str:
     head, sep, last = body.rpartition("\n")
-    room = limit - len(last) - len(sep) - len(ELLIPSIS)
+    room = limit - wire_len(last + sep) - len(ELLIPSIS)
     if sep and room >= max(16, limit // 4):
-        return head[:room].rstrip() + ELLIPSIS + sep + last
-    return body[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+        return _prefix(head, room).rstrip() + ELLIPSIS + sep + last
+    return _prefix(body, limit - len(ELLIPSIS)).rstrip() + ELLIPSIS

@@ -102,7 +102,8 @@ class _ThreadWarnings(logging.Handler):
 
     @contextmanager
     def collect(self) -> Iterator[list[str]]:
-        self._local.lines = lines = []
+        lines: list[str] = []
+        self._local.lines = lines
         try:
             yield lines
         finally:

@@ -36,12 +36,12 @@ GROUP = keys.NOTIFY_GROUP
 
 class Notifier:
     def __init__(self, settings: NotifySettings, r: aredis.Redis, stats: Stats,
-                 deliverer: Deliverer | None = None) -> None:
+                 deliverer: Deliverer) -> None:
         self.s = settings
         self.r = r
         self.stats = stats
         self.consumer = settings.notify_consumer
-        self.deliverer = deliverer or Deliverer(settings, r, stats)
+        self.deliverer = deliverer
         self.held: set[str] = set()  # entry ids read or claimed and not yet finished
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._running: set[asyncio.Task[None]] = set()
@@ -125,6 +125,7 @@ class Notifier:
     async def _dispatch(self, tg: asyncio.TaskGroup, entries: list[Entry]) -> None:
         fresh = [(eid, fields) for eid, fields in entries if eid not in self.held]
         self.held.update(eid for eid, _ in fresh)
+        self.stats.gauges["in_flight"] = len(self.held)
         for eid, fields in fresh:
             await self._slots.acquire()
             task = tg.create_task(self._handle(eid, fields), name=f"alert {eid}")
@@ -152,6 +153,7 @@ class Notifier:
             await self._poison(eid, fields, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.held.discard(eid)
+            self.stats.gauges["in_flight"] = len(self.held)
             self._slots.release()
 
     async def _poison(self, eid: str, fields: Fields, reason: str) -> None:
@@ -182,7 +184,6 @@ class Notifier:
         while True:
             await asyncio.sleep(interval_s)
             held = sorted(self.held)
-            self.stats.gauges["in_flight"] = len(held)
             for start in range(0, len(held), 500):
                 try:
                     await self.r.xclaim(STREAM, GROUP, self.consumer, 0,

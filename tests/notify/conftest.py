@@ -64,9 +64,13 @@ def webhook() -> Iterator[Webhook]:
                                      time.monotonic()))
             if self.path.startswith("/slow"):
                 time.sleep(hook.slow_s)
+            # Telegram's and WhatsApp's plugins read a JSON answer.
+            answer = b'{"ok": true, "result": {}, "messages": [{"id": "m1"}]}'
             self.send_response(500 if self.path.startswith("/fail") else 200)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *_args: Any) -> None:
             pass

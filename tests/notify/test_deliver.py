@@ -127,7 +127,11 @@ def test_two_notifiers_with_one_alert_send_it_once(r: redis.Redis, redis_url: st
     async def body(ar: object) -> list[bool]:
         one = Deliverer(settings(redis_url, "notify-a"), ar, Stats("t"), send=slow_send)  # type: ignore[arg-type]
         two = Deliverer(settings(redis_url, "notify-b"), ar, Stats("t"), send=slow_send)  # type: ignore[arg-type]
-        return list(await asyncio.gather(one.deliver(alert), two.deliver(alert)))
+        try:
+            return list(await asyncio.gather(one.deliver(alert), two.deliver(alert)))
+        finally:
+            one.close()
+            two.close()
 
     assert run(redis_url, body) == [True, True]
     assert len(calls) == 1
@@ -146,7 +150,10 @@ def test_a_plugin_that_raises_is_a_failed_try(r: redis.Redis, redis_url: str) ->
 
     async def body(ar: object) -> bool:
         deliverer = Deliverer(settings(redis_url, "notify-a"), ar, stats, send=broken)  # type: ignore[arg-type]
-        return await deliverer.deliver(alert)
+        try:
+            return await deliverer.deliver(alert)
+        finally:
+            deliverer.close()
 
     assert run(redis_url, body) is True
     assert len(tries) == 3
