@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -12,13 +14,35 @@ from proto.bus import RedisUnavailable
 from proto.runtime import setup_logging
 from proto.settings import load
 from web.app import create_app
+from web.live import Drain
 from web.settings import WebSettings
 
 log = logging.getLogger("stormalert.web")
 
-# uvicorn otherwise waits forever for open event streams when asked to stop.
+# Open event streams end by themselves on shutdown (Drain); this bounds the wait if one
+# does not, since uvicorn otherwise waits forever for them.
 GRACEFUL_SHUTDOWN_S = 3
 REDIS_WAIT_S = 10.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app's event streams to end as soon as shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._drain.start()
+        super().handle_exit(sig, frame)
+
+
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    # uvicorn takes these signals over while it serves and re-raises the one it got after
+    # its graceful shutdown: ending here makes that (and a signal during start-up) exit 0,
+    # with no KeyboardInterrupt traceback.
+    log.info("stopped by %s", signal.Signals(signum).name)
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,19 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load(WebSettings, host=args.host, port=args.port)
     setup_logging("web", settings.log_level)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    drain = Drain()
     try:
-        app = create_app(settings, secret_wait_s=REDIS_WAIT_S)
+        app = create_app(settings, drain=drain, secret_wait_s=REDIS_WAIT_S)
     except RedisUnavailable as exc:
         print(f"stormalert web: {exc}", file=sys.stderr)
         return 1
-    log.info("dashboard at http://%s:%d/", settings.host, settings.port)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=settings.host, port=settings.port,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         log_level=settings.log_level.lower(), access_log=False,
         log_config=None,  # keep the one log format set up above
     )
-    return 0
+    log.info("dashboard at http://%s:%d/", settings.host, settings.port)
+    server = _Server(config, drain)
+    server.run()
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from proto import keys
 from proto.runtime import Stats
 from web.alerts import latest_id, recent_alerts, valid_entry_id
-from web.live import QuoteBoard, StreamTiming, live_events
+from web.live import Drain, QuoteBoard, StreamTiming, live_events
 from web.settings import WebSettings
 from web.views import User
 
@@ -68,6 +68,7 @@ async def events(
     board: NamedDependency[QuoteBoard],
     stats: NamedDependency[Stats],
     settings: NamedDependency[WebSettings],
+    drain: NamedDependency[Drain],
     since: FromQuery[str | None] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="last-event-id")] = None,
 ) -> ServerSentEvent:
@@ -76,4 +77,4 @@ async def events(
     cursor = (valid_entry_id(last_event_id)
               or valid_entry_id(since) or await latest_id(ar))
     timing = StreamTiming(settings.quotes_interval_s, settings.heartbeat_interval_s)
-    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats))
+    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats, drain))

@@ -23,7 +23,7 @@ from proto.bus import aconnect, connect
 from proto.runtime import Stats, heartbeat_loop
 from web import api, pages
 from web.errors import EXCEPTION_HANDLERS
-from web.live import QuoteBoard
+from web.live import Drain, QuoteBoard
 from web.session import Sessions, derived_secret, jwt_secret
 from web.settings import WebSettings
 
@@ -56,9 +56,12 @@ def _board(state: State) -> QuoteBoard:
     return state.board
 
 
-def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar:
+def create_app(settings: WebSettings, *, drain: Drain | None = None,
+               secret_wait_s: float = 0.0) -> Litestar:
     """The app. Without a configured JWT secret, reads (or creates) the shared one in Redis
-    first, waiting up to ``secret_wait_s`` for Redis; raises RedisUnavailable if it cannot."""
+    first, waiting up to ``secret_wait_s`` for Redis; raises RedisUnavailable if it cannot.
+    The server calls ``drain.start()`` when it begins to stop, to end open event streams."""
+    drain = drain or Drain()
     secret = jwt_secret(settings, wait_s=secret_wait_s)
     sessions = Sessions(settings, secret)
     stats = Stats(PROCESS)
@@ -98,6 +101,7 @@ def create_app(settings: WebSettings, *, secret_wait_s: float = 0.0) -> Litestar
             "r": Provide(_r, sync_to_thread=False),
             "board": Provide(_board, sync_to_thread=False),
             "stats": Provide(lambda: stats, sync_to_thread=False, use_cache=True),
+            "drain": Provide(lambda: drain, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
         },

@@ -55,6 +55,18 @@ class QuoteBoard:
             await asyncio.sleep(self._interval_s)
 
 
+class Drain:
+    """Set when the server starts to stop: open streams end within a quotes interval, so
+    the server's graceful shutdown need not cancel them (browsers reconnect and resume)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def start(self) -> None:
+        # Called from a signal handler: only a plain attribute write.
+        self.requested = True
+
+
 @dataclass(frozen=True, slots=True)
 class StreamTiming:
     quotes_interval_s: float
@@ -66,7 +78,8 @@ def _message(event: str, payload: object, entry_id: str | None = None) -> Server
 
 
 async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: str,
-                      timing: StreamTiming, stats: Stats) -> AsyncIterator[ServerSentEventMessage]:
+                      timing: StreamTiming, stats: Stats,
+                      drain: Drain) -> AsyncIterator[ServerSentEventMessage]:
     """Server-sent events for one browser, starting after alert entry ``cursor``."""
     yield ServerSentEventMessage(data=None, comment="connected", retry=RETRY_MS)
     sent_quotes: dict[str, str] = {}
@@ -77,7 +90,7 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: s
     stats.inc("sse_connects")
     stats.gauges["sse_open"] = stats.gauges.get("sse_open", 0) + 1
     try:
-        while True:
+        while not drain.requested:
             now = time.monotonic()
             if now >= next_quotes:
                 next_quotes = now + timing.quotes_interval_s
