@@ -18,6 +18,7 @@ import logging
 import random
 import time
 
+import redis
 import redis.asyncio as aredis
 
 from notify.deliver import TRANSIENT, Deliverer, backoff_s
@@ -101,7 +102,12 @@ class Notifier:
                 await self._dispatch(tg, entries)
             self._redis_failures = 0
         except TRANSIENT as exc:
-            await self._redis_trouble("reading alerts", exc, stop)
+            if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                # The stream or group was deleted under us (FLUSHALL, XGROUP DESTROY).
+                log.warning("consumer group %s is gone, creating it again", GROUP)
+                await self._until_ready(stop)
+            else:
+                await self._redis_trouble("reading alerts", exc, stop)
 
     async def _claim_page(self) -> list[Entry]:
         """One bounded page of XAUTOCLAIM; a full sweep of the group's pending list ends

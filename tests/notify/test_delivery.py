@@ -3,6 +3,9 @@ webhook receiver on loopback (apprise json:// plugin)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -12,6 +15,7 @@ import redis
 from notify.render import render
 from proto import keys
 from tests.notify.conftest import (
+    ROOT,
     NotifierProc,
     Webhook,
     dead_letters,
@@ -31,7 +35,13 @@ def record(r: redis.Redis, alert_id: str, cid: str) -> dict:
     return orjson.loads(raw) if raw else {}  # type: ignore[arg-type]
 
 
-def test_delivered_once_with_rendered_content(r: redis.Redis, webhook: Webhook,
+def check(redis_url: str) -> int:
+    return subprocess.run([sys.executable, "-m", "notify", "--check"], cwd=ROOT,
+                          env={**os.environ, "STORMALERT_REDIS_URL": redis_url},
+                          capture_output=True, timeout=20).returncode
+
+
+def test_delivered_once_with_rendered_content(r: redis.Redis, redis_url: str, webhook: Webhook,
                                               notifier: Start) -> None:
     url = webhook.url("/hook/asha")
     cids = make_user(r, "asha", {url: "default", webhook.url("/hook/other-tag"): "phone"})
@@ -56,7 +66,9 @@ def test_delivered_once_with_rendered_content(r: redis.Redis, webhook: Webhook,
 
     beat = orjson.loads(wait_until(lambda: r.get(keys.heartbeat("notify")), what="heartbeat"))
     assert beat["process"] == "notify"
+    assert check(redis_url) == 0
     assert proc.stop() == 0
+    assert check(redis_url) == 1  # the heartbeat goes with the process
     stats = proc.final_stats()
     assert stats["alerts"] == 1
     assert stats["sent"] == 1
@@ -224,4 +236,25 @@ def test_redis_down_is_waited_out(notifier: Start) -> None:
     proc = notifier(redis_url_=f"redis://127.0.0.1:{free_port()}/0")
     wait_until(lambda: proc.log().count("redis error") >= 2, what="retries logged")
     assert proc.proc.poll() is None
+    assert proc.stop() == 0
+
+
+def test_config_error_is_one_line_and_exit_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "notify"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=20,
+                          env={**os.environ, "STORMALERT_NOTIFY_MAX_TRIES": "0"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "notify_max_tries" in done.stderr
+
+
+def test_a_deleted_group_is_created_again(r: redis.Redis, webhook: Webhook,
+                                          notifier: Start) -> None:
+    make_user(r, "lata", {webhook.url("/hook/lata"): "default"})
+    proc = notifier()
+    publish(r, make_alert("lata"))
+    wait_until(lambda: len(webhook.hits) == 1 and pending_count(r) == 0, what="first")
+    r.delete(keys.ALERTS)
+    publish(r, make_alert("lata"))
+    wait_until(lambda: len(webhook.hits) == 2, what="delivery after the group came back")
     assert proc.stop() == 0
