@@ -37,7 +37,9 @@ class IngestSettings(BaseSettings):
     sim_url: str = DEFAULT_SIM_URL
 
     batch_max: int = Field(50, ge=1, le=10_000)  # ticks per stream entry
-    flush_ms: float = Field(5.0, ge=0, le=5_000)  # how long a partial batch may wait
+    # How long a partial batch may wait for more ticks. 0: write at once what has queued;
+    # batches still grow under load, from the frames that arrive while a write is in flight.
+    flush_ms: float = Field(0.0, ge=0, le=5_000)
     queue_max: int = Field(10_000, ge=1)  # frames between the sockets and the writer
     heartbeat_silence_s: float = Field(5.0, gt=0)  # reconnect after this long with no data
     reconnect_min_s: float = Field(0.5, gt=0)
