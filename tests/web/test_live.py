@@ -3,13 +3,8 @@ whole responses, so an endless event stream needs a real socket."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,55 +16,18 @@ from httpx_sse import ServerSentEvent, connect_sse
 
 from proto import keys
 from tests.web.conftest import add_alert, login, set_quote
+from tests.web.server import WebServer, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 READ_TIMEOUT_S = 5.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("STORMALERT_") and k != "JWT_SECRET"}
-    env.update(STORMALERT_REDIS_URL=redis_url, STORMALERT_QUOTES_INTERVAL_S="0.2",
-               STORMALERT_HEARTBEAT_INTERVAL_S="0.5", STORMALERT_STATS_INTERVAL_S="3600",
-               STORMALERT_LOGIN_ATTEMPTS_PER_MINUTE="1000")
-    proc = subprocess.Popen([sys.executable, "-m", "web", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"python -m web exited with {proc.returncode}: {out}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail("python -m web did not start within 15 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(5)
-    if proc.stdout:
-        proc.stdout.close()
-
-
 @pytest.fixture(scope="module")
-def base_url(redis_url: str) -> Iterator[str]:
-    port = free_port()
-    proc = start_server(redis_url, port)
+def base_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = WebServer(redis_url, tmp_path_factory.mktemp("web")).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        stop_server(proc)
+        server.kill()
 
 
 @pytest.fixture
@@ -169,15 +127,6 @@ def open_streams(r: redis.Redis) -> int | None:
     return orjson.loads(beat).get("sse_open") if beat else None
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_closed_streams_end_their_server_side_reader(alice: httpx.Client,
                                                      r: redis.Redis) -> None:
     with stream(alice):
@@ -191,20 +140,18 @@ def test_stream_requires_login(base_url: str) -> None:
 
 
 def test_server_stops_promptly_with_an_open_stream(redis_url: str, r: redis.Redis,
-                                                   users: dict[str, str]) -> None:
-    port = free_port()
-    proc = start_server(redis_url, port)
+                                                   users: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=READ_TIMEOUT_S) as client:
+        with httpx.Client(base_url=server.url, timeout=READ_TIMEOUT_S) as client:
             login(client, "alice", users["alice"])
             with stream(client):
                 started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(10)
+                assert server.terminate() == 0
                 assert time.monotonic() - started < 2.5  # streams end without the 3 s backstop
-                assert proc.returncode == 0
-        output = proc.stdout.read().decode() if proc.stdout else ""
+        output = server.output()
         assert "Application shutdown complete" in output, output
         assert "stopped by SIGTERM" in output and "Traceback" not in output, output
     finally:
-        stop_server(proc)
+        server.kill()
