@@ -126,6 +126,8 @@ class KiteSession:
         instruments, quotes = self.sim.market.instruments, self.sim.market.quotes
         for index in dict.fromkeys(indices):
             mode = self.modes.get(instruments[index].token)
+            if mode == "full":
+                self.sim.market.ensure_book(index)
             if mode is not None:
                 packets.append(wire.packet(quotes[index], mode,
                                            index=instruments[index].is_index))
