@@ -22,7 +22,7 @@ from litestar.response import ServerSentEventMessage
 
 from proto import keys
 from proto.runtime import Stats
-from web.alerts import read_after, visible_view
+from web.alerts import Entry, read_after, visible_view
 from web.views import User, quote_views
 
 log = logging.getLogger("stormalert.web")
@@ -77,13 +77,45 @@ def _message(event: str, payload: object, entry_id: str | None = None) -> Server
     return ServerSentEventMessage(event=event, data=orjson.dumps(payload).decode(), id=entry_id)
 
 
+class StreamState:
+    """What one browser has been told; turns new quotes and alert entries into messages.
+    Pure: no I/O, no clock."""
+
+    def __init__(self, user: User, cursor: str) -> None:
+        self.user = user
+        self.cursor = cursor  # the last alert entry read
+        self.told_cursor = cursor  # the last entry id the browser holds as its Last-Event-ID
+        self.sent_quotes: dict[str, str] = {}
+
+    def quote_messages(self, quotes: dict[str, str]) -> list[ServerSentEventMessage]:
+        messages = []
+        changed = {s: q for s, q in quotes.items() if self.sent_quotes.get(s) != q}
+        if changed:
+            self.sent_quotes.update(changed)
+            messages.append(_message("quotes", quote_views(changed)))
+        if self.told_cursor != self.cursor:
+            # Entries the user may not see still advance the browser's resume point.
+            messages.append(ServerSentEventMessage(data=None, id=self.cursor))
+            self.told_cursor = self.cursor
+        return messages
+
+    def alert_messages(self, entries: list[Entry]) -> list[ServerSentEventMessage]:
+        messages = []
+        for entry_id, fields in entries:
+            self.cursor = entry_id
+            view = visible_view(self.user, entry_id, fields)
+            if view is not None:
+                messages.append(_message("alert", view, entry_id))
+                self.told_cursor = entry_id
+        return messages
+
+
 async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: str,
                       timing: StreamTiming, stats: Stats,
                       drain: Drain) -> AsyncIterator[ServerSentEventMessage]:
     """Server-sent events for one browser, starting after alert entry ``cursor``."""
     yield ServerSentEventMessage(data=None, comment="connected", retry=RETRY_MS)
-    sent_quotes: dict[str, str] = {}
-    told_cursor = cursor  # the last entry id the browser holds as its Last-Event-ID
+    state = StreamState(user, cursor)
     redis_ok = True
     next_quotes = 0.0
     last_write = time.monotonic()
@@ -91,21 +123,15 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: s
     stats.gauges["sse_open"] = stats.gauges.get("sse_open", 0) + 1
     try:
         while not drain.requested:
-            now = time.monotonic()
-            if now >= next_quotes:
-                next_quotes = now + timing.quotes_interval_s
-                changed = {s: q for s, q in board.quotes.items() if sent_quotes.get(s) != q}
-                if changed:
-                    sent_quotes.update(changed)
-                    yield _message("quotes", quote_views(changed))
-                    last_write = now
-                if told_cursor != cursor:
-                    # Entries the user may not see still advance the browser's resume point.
-                    yield ServerSentEventMessage(data=None, id=cursor)
-                    told_cursor = cursor
+            messages: list[ServerSentEventMessage] = []
+            if time.monotonic() >= next_quotes:
+                next_quotes = time.monotonic() + timing.quotes_interval_s
+                messages = state.quote_messages(board.quotes)
+            for message in messages:
+                yield message
             try:
                 block_ms = max(1, int((next_quotes - time.monotonic()) * 1000))
-                entries = await read_after(ar, cursor, block_ms=block_ms)
+                entries = await read_after(ar, state.cursor, block_ms=block_ms)
             except (redis.RedisError, OSError) as exc:
                 if redis_ok:
                     log.warning("alerts: cannot read from Redis: %s", exc)
@@ -115,16 +141,15 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: s
                 continue
             if not redis_ok:
                 redis_ok = True
-                yield _message("status", {"redis": "ok"})
-            for entry_id, fields in entries:
-                cursor = entry_id
-                view = visible_view(user, entry_id, fields)
-                if view is not None:
-                    yield _message("alert", view, entry_id)
-                    told_cursor = entry_id
-                    last_write = time.monotonic()
-                    stats.inc("sse_alerts")
-            if time.monotonic() - last_write >= timing.heartbeat_interval_s:
+                messages = [_message("status", {"redis": "ok"})]
+                yield messages[0]
+            alerts = state.alert_messages(entries)
+            stats.inc("sse_alerts", len(alerts))
+            for message in alerts:
+                yield message
+            if messages or alerts:
+                last_write = time.monotonic()
+            elif time.monotonic() - last_write >= timing.heartbeat_interval_s:
                 yield ServerSentEventMessage(data=None, comment="hb")
                 last_write = time.monotonic()
     finally:

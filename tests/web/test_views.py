@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from proto.events import Alert
 from web.alerts import valid_entry_id
+from web.live import StreamState
 from web.session import safe_next
 from web.views import User, alert_view, ist_time, quote_view
 
@@ -68,3 +70,28 @@ def test_only_stream_ids_are_accepted_as_cursors(value: str | None, expected: st
 ])
 def test_only_local_targets_after_login(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def _fields(user: str, msg: str) -> dict[str, str]:
+    return Alert(id=f"{user}-{msg}", rule="r", user=user, sym="NSE:INFY", kind="cross_above",
+                 ltp=1.0, ts=0, rx=0, at=0, msg=msg).to_fields()
+
+
+def test_stream_state_sends_own_alerts_and_moves_the_cursor_past_others() -> None:
+    state = StreamState(User("alice"), "1-0")
+    messages = state.alert_messages([("2-0", _fields("alice", "a")), ("3-0", _fields("bob", "b"))])
+    assert [(m.event, m.id) for m in messages] == [("alert", "2-0")]
+    assert state.cursor == "3-0" and state.told_cursor == "2-0"
+    cursor_only = state.quote_messages({})
+    assert [(m.event, m.id, m.data) for m in cursor_only] == [(None, "3-0", None)]
+    assert state.quote_messages({}) == []
+
+
+def test_stream_state_sends_only_changed_quotes() -> None:
+    state = StreamState(User("alice"), "0-0")
+    infy = '{"ltp": 1.0, "ts": 0, "vol": 1}'
+    first = state.quote_messages({"NSE:INFY": infy, "NSE:TCS": infy})
+    assert len(first) == 1 and first[0].event == "quotes"
+    assert state.quote_messages({"NSE:INFY": infy, "NSE:TCS": infy}) == []
+    changed = state.quote_messages({"NSE:INFY": infy, "NSE:TCS": '{"ltp": 2, "ts": 0}'})
+    assert [q["sym"] for q in orjson.loads(str(changed[0].data))] == ["NSE:TCS"]
