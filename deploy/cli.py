@@ -66,8 +66,8 @@ def cmd_user(args: argparse.Namespace) -> None:
         store.add_user(r, args.name, read_password(), admin=args.admin)
         print(f"user {args.name} added" + (" (admin)" if args.admin else ""))
     elif args.user_cmd == "channel":
-        cid = store.add_channel(r, args.name, args.url, tag=args.tag)
-        print(f"channel {cid} ({store.redact(args.url)}) added to {args.name} as {args.tag!r}")
+        store.add_channel(r, args.name, args.url, tag=args.tag)
+        print(f"channel {store.redact(args.url)} added to {args.name} as {args.tag!r}")
     elif args.user_cmd == "list":
         for name in store.list_users(r):
             record = store.get_user(r, name) or {}

@@ -67,7 +67,10 @@ def children(s: UpSettings, sim_port: int | None) -> list[Child]:
         feed_env = {"STORMALERT_SIM_URL": f"http://127.0.0.1:{sim_port}"}
     procs += [Child(f"engine-{i}", ["engine", "--shard", str(i), "--shards", str(s.shards)])
               for i in range(s.shards)]
-    procs.append(Child("notify", ["notify"]))
+    # notify's drain must end before the supervisor's grace period does
+    procs.append(Child("notify", ["notify"], env={
+        "STORMALERT_DASHBOARD_URL": f"http://{s.host}:{s.port}",
+        "STORMALERT_NOTIFY_DRAIN_TIMEOUT_S": "5"}))
     procs.append(Child("web", ["web", "--host", s.host, "--port", str(s.port)]))
     procs.append(Child(f"ingest-{s.feed}", ["ingest", "--feed", s.feed, "--shards", str(s.shards)],
                        env=feed_env))

@@ -114,12 +114,12 @@ def validate_apprise_url(url: str) -> None:
 
 
 def redact(url: str) -> str:
-    """A channel URL safe to show: scheme and host only, credentials and paths hidden."""
-    scheme, sep, rest = str(url).partition("://")
-    if not sep:
-        return "***"
-    host = rest.split("@")[-1].split("/")[0].split("?")[0]
-    return f"{scheme}://…{host[-24:]}" if host else f"{scheme}://…"
+    """A channel URL safe to show: its scheme and channel id. Nothing of the rest, because
+    many schemes carry the secret where a host would be (tgram://BOT_TOKEN/...)."""
+    scheme, sep, _rest = str(url).partition("://")
+    if not sep or not scheme.isalnum():
+        return "(not a URL)"
+    return f"{scheme}:{channel_id(url)}"
 
 
 # Rules ---------------------------------------------------------------------------------
