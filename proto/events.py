@@ -93,7 +93,21 @@ def decode_ticks(fields: Fields) -> list[Tick]:
         raise CodecError(f"ticks field is not JSON: {exc}") from exc
     if not isinstance(items, list):
         raise CodecError("ticks field is not a JSON array")
-    return [Tick.from_dict(item) for item in items]
+    return [_tick_from_json(item) for item in items]
+
+
+def _tick_from_json(d: Any) -> Tick:
+    """The hot path of every engine shard: JSON already typed the numbers, so construct
+    directly and fall back to the checked conversion only when a type is off."""
+    try:
+        tick = Tick(**d)
+    except TypeError as exc:
+        raise CodecError(f"bad tick {d!r}: {exc}") from exc
+    if (type(tick.ltp) is float and type(tick.ts) is int and type(tick.rx) is int
+            and type(tick.vol) is int and type(tick.sym) is str and type(tick.tok) is str
+            and (tick.pc is None or type(tick.pc) is float)):
+        return tick
+    return Tick.from_dict(d)
 
 
 @dataclass(slots=True)

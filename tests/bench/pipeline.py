@@ -21,6 +21,7 @@ import redis
 
 from deploy.embedded_redis import EmbeddedRedis, free_port
 from proto import keys, store
+from proto.events import Tick, encode_tick_batch
 from proto.rules import parse_rule
 from tests.bench.common import machine, percentile, redis_benchmark_xadd
 
@@ -46,16 +47,19 @@ def engine_ticks(r: redis.Redis, shards: int) -> tuple[int, float]:
 
 
 def seed_rules(r: redis.Redis, count: int, symbols: list[str]) -> None:
+    """Rules of the three stateful kinds spread over the symbols; thresholds a random walk
+    crosses now and then, so alerts flow without flooding."""
     if not store.get_user(r, "bench"):
         store.add_user(r, "bench", "bench password")
+    bodies = [
+        {"kind": "window_pct", "cooldown_s": 10, "params": {"pct": 0.5, "window_s": 60}},
+        {"kind": "trailing_pct", "cooldown_s": 10, "params": {"pct": 0.5}},
+        {"kind": "change_pct", "params": {"pct": 50}},
+    ]
     pipe = r.pipeline(transaction=False)
     for i in range(count):
-        sym = symbols[i % len(symbols)]
-        kind = i % 3
-        body = ({"kind": "window_pct", "params": {"pct": 0.05, "window_s": 30}} if kind == 0 else
-                {"kind": "trailing_pct", "params": {"pct": 0.1}} if kind == 1 else
-                {"kind": "change_pct", "params": {"pct": 50}})
-        rule = parse_rule({"id": f"b{i}", "symbol": sym, **body}, user="bench")
+        rule = parse_rule({"id": f"b{i}", "symbol": symbols[i % len(symbols)],
+                           **bodies[i % len(bodies)]}, user="bench")
         pipe.hset(keys.RULES, rule.id, rule.to_json())
         pipe.sadd(keys.user_rules("bench"), rule.id)
     pipe.execute()
@@ -75,11 +79,13 @@ class Pipeline:
                                   self.workdir / "sim.log")
         time.sleep(1.0)
 
-    def start_rest(self) -> None:
+    def start_engines(self) -> None:
         for i in range(self.shards):
             self.procs[f"engine-{i}"] = spawn(
                 ["engine", "--shard", str(i), "--shards", str(self.shards)], self.env,
                 self.workdir / f"engine-{i}.log")
+
+    def start_ingest(self) -> None:
         feed_env = {**self.env, "STORMALERT_SIM_URL": f"http://127.0.0.1:{self.sim_port}"}
         self.procs["ingest"] = spawn(["ingest", "--feed", "sim", "--shards", str(self.shards)],
                                      feed_env, self.workdir / "ingest.log")
@@ -101,7 +107,8 @@ class Pipeline:
             self.stop(name)
 
 
-def measure_throughput(r: redis.Redis, shards: int, seconds: float) -> float:
+def measure_rate(r: redis.Redis, shards: int, seconds: float) -> float:
+    """Ticks/s evaluated by all shards over ``seconds``, from their heartbeat counters."""
     time.sleep(4.0)  # warm up, and let heartbeats (every 2 s) move
     n0, t0 = engine_ticks(r, shards)
     time.sleep(seconds)
@@ -109,12 +116,38 @@ def measure_throughput(r: redis.Redis, shards: int, seconds: float) -> float:
     return (n1 - n0) / max(t1 - t0, 1e-6)
 
 
-def measure_latency(r: redis.Redis, seconds: float) -> tuple[list[float], float]:
+def engine_capacity(r: redis.Redis, shards: int, total: int, batch: int = 50) -> float:
+    """Fill the tick streams while no engine reads, then time the shards draining them."""
+    pipe = r.pipeline(transaction=False)
+    now_ms = int(time.time() * 1000)
+    symbols = sorted(r.hkeys(keys.INSTRUMENTS))
+    by_shard: dict[int, list[Tick]] = {i: [] for i in range(shards)}
+    for n in range(total):
+        sym = symbols[n % len(symbols)]
+        by_shard[keys.shard_for(sym, shards)].append(Tick(
+            sym=sym, tok="1", src="bench", ltp=1000.0 + (n % 97) / 10, vol=n, ts=now_ms + n,
+            rx=now_ms * 1000))
+    for shard, ticks in by_shard.items():
+        for i in range(0, len(ticks), batch):
+            pipe.xadd(keys.ticks(shard), encode_tick_batch(ticks[i:i + batch]))
+        pipe.execute()
+    return total
+
+
+def drained(r: redis.Redis, shards: int) -> bool:
+    for i in range(shards):
+        for group in r.xinfo_groups(keys.ticks(i)):
+            if group["name"] == keys.ENGINE_GROUP and (group["lag"] or group["pending"]):
+                return False
+    return True
+
+
+def measure_latency(r: redis.Redis, shards: int, seconds: float) -> tuple[list[float], float]:
     time.sleep(3.0)
     start_ms = int(time.time() * 1000)
-    n0, t0 = engine_ticks(r, 2)
+    n0, t0 = engine_ticks(r, shards)
     time.sleep(seconds)
-    n1, t1 = engine_ticks(r, 2)
+    n1, t1 = engine_ticks(r, shards)
     entries = r.xrange(keys.ALERTS, min=f"{start_ms}-0", max="+")
     lat = [(int(f["at"]) - int(f["rx"])) / 1000 for _id, f in entries]
     return lat, (n1 - n0) / max(t1 - t0, 1e-6)
@@ -123,38 +156,53 @@ def measure_latency(r: redis.Redis, seconds: float) -> tuple[list[float], float]
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench pipeline")
     p.add_argument("--seconds", type=float, default=15.0)
-    p.add_argument("--symbols", type=int, default=500)
-    p.add_argument("--rules", type=int, default=3000)
-    p.add_argument("--max-rate", type=float, default=300_000)
+    p.add_argument("--symbols", type=int, default=3000)
+    p.add_argument("--rules", type=int, default=9000)
+    p.add_argument("--rate", type=float, default=60_000, help="the simulator's rate, phase 1")
+    p.add_argument("--fill", type=int, default=300_000, help="ticks for the engine-only phase")
     args = p.parse_args(argv)
+    shards = 2
     print(f"# pipeline benchmark on {machine()}")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         r = redis.Redis.from_url(server.url, decode_responses=True)
         ceiling = redis_benchmark_xadd(server.port)
         print(f"reference: redis-benchmark XADD (8 fields, -P 128, AOF everysec): "
               f"{ceiling:,.0f} entries/s" if ceiling else "reference: redis-benchmark not found")
-        pipe = Pipeline(Path(tmp), server.url, shards=2)
+        pipe = Pipeline(Path(tmp), server.url, shards=shards)
         try:
-            pipe.start_sim(args.max_rate, args.symbols)
-            pipe.start_rest()
+            pipe.start_sim(args.rate, args.symbols)
+            pipe.start_ingest()
             deadline = time.monotonic() + 30
             while not r.exists(keys.INSTRUMENTS) and time.monotonic() < deadline:
                 time.sleep(0.2)
             symbols = sorted(r.hkeys(keys.INSTRUMENTS))
             seed_rules(r, args.rules, symbols)
-            # the shards load rules at start: restart them so they arm the seeded rules
-            for i in range(2):
+            pipe.start_engines()
+            rate = measure_rate(r, shards, args.seconds)
+            counters = beat(r, "ingest-sim").get("counters", {})
+            print(f"sim → ingest → {shards} shards → alerts: {rate:,.0f} ticks/s "
+                  f"(sim asked for {args.rate:,.0f}/s over {len(symbols)} symbols, "
+                  f"{args.rules} rules; ingest drops so far: {counters.get('drops', 0)})")
+
+            pipe.stop("ingest")
+            pipe.stop("sim")
+            for i in range(shards):
                 pipe.stop(f"engine-{i}")
-            pipe.procs.update({f"engine-{i}": spawn(
-                ["engine", "--shard", str(i), "--shards", "2"], pipe.env,
-                Path(tmp) / f"engine-{i}.log") for i in range(2)})
-            rate = measure_throughput(r, 2, args.seconds)
-            ingest = beat(r, "ingest-sim")
-            print(f"throughput: sim at up to {args.max_rate:,.0f}/s, {len(symbols)} symbols, "
-                  f"{args.rules} rules: {rate:,.0f} ticks/s evaluated by 2 shards "
-                  f"(ingest drops so far: {ingest.get('counters', {}).get('drops', 0)})")
-            pipe.restart_sim(10_000, args.symbols)
-            lat, got_rate = measure_latency(r, args.seconds)
+            total = engine_capacity(r, shards, args.fill)
+            started = time.monotonic()
+            pipe.start_engines()
+            while not drained(r, shards):
+                time.sleep(0.05)
+            spent = time.monotonic() - started
+            print(f"engine capacity (streams filled first, {shards} shards incl. start-up): "
+                  f"{total / spent:,.0f} ticks/s ({total:,} ticks in {spent:.2f} s)")
+
+            for i in range(shards):  # fresh rule state: the filled ticks carried made-up times
+                pipe.stop(f"engine-{i}")
+            pipe.start_engines()
+            pipe.start_sim(10_000, args.symbols)
+            pipe.start_ingest()
+            lat, got_rate = measure_latency(r, shards, args.seconds)
             if lat:
                 print(f"latency at {got_rate:,.0f} ticks/s: {len(lat)} alerts, tick→alert "
                       f"p50={percentile(lat, 0.5):.2f} ms p99={percentile(lat, 0.99):.2f} ms "
