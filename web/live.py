@@ -123,31 +123,33 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: s
     stats.gauges["sse_open"] = stats.gauges.get("sse_open", 0) + 1
     try:
         while not drain.requested:
-            messages: list[ServerSentEventMessage] = []
+            wrote = False
             if time.monotonic() >= next_quotes:
                 next_quotes = time.monotonic() + timing.quotes_interval_s
-                messages = state.quote_messages(board.quotes)
-            for message in messages:
-                yield message
+                for message in state.quote_messages(board.quotes):
+                    yield message
+                    wrote = True
             try:
                 block_ms = max(1, int((next_quotes - time.monotonic()) * 1000))
                 entries = await read_after(ar, state.cursor, block_ms=block_ms)
             except (redis.RedisError, OSError) as exc:
+                entries = []
                 if redis_ok:
                     log.warning("alerts: cannot read from Redis: %s", exc)
                     yield _message("status", {"redis": "down"})
+                    wrote = True
                 redis_ok = False
                 await asyncio.sleep(REDIS_RETRY_S)
-                continue
-            if not redis_ok:
+            else:
+                if not redis_ok:
+                    yield _message("status", {"redis": "ok"})
+                    wrote = True
                 redis_ok = True
-                messages = [_message("status", {"redis": "ok"})]
-                yield messages[0]
-            alerts = state.alert_messages(entries)
-            stats.inc("sse_alerts", len(alerts))
-            for message in alerts:
+            for message in state.alert_messages(entries):
                 yield message
-            if messages or alerts:
+                wrote = True
+                stats.inc("sse_alerts")
+            if wrote:
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= timing.heartbeat_interval_s:
                 yield ServerSentEventMessage(data=None, comment="hb")

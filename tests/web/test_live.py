@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import redis
-from httpx_sse import ServerSentEvent, connect_sse
+from httpx_sse import ServerSentEvent
 
 from proto import keys
 from tests.web.conftest import add_alert, login, set_quote
 from tests.web.server import WebServer, wait_for
-
-READ_TIMEOUT_S = 5.0
+from tests.web.sse import READ_TIMEOUT_S, next_event, stream
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +33,6 @@ def alice(base_url: str, users: dict[str, str]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=READ_TIMEOUT_S) as client:
         assert login(client, "alice", users["alice"]).status_code == 303
         yield client
-
-
-def next_event(events: Iterator[ServerSentEvent], kind: str) -> ServerSentEvent:
-    """The next event of one type, skipping others (quotes, cursor updates)."""
-    for event in events:
-        if event.event == kind:
-            return event
-    raise AssertionError(f"stream ended before a {kind!r} event")
-
-
-@contextmanager
-def stream(client: httpx.Client, headers: dict[str, str] | None = None,
-           params: dict[str, str] | None = None) -> Iterator[Iterator[ServerSentEvent]]:
-    """Open /events and wait for its first message, so later writes come after its cursor."""
-    with connect_sse(client, "GET", "/events", headers=dict(headers or {}),
-                     params=params) as source:
-        assert source.response.status_code == 200
-        events = source.iter_sse()
-        assert next(events).retry is not None
-        yield events
 
 
 def alert_ids(events: Iterator[ServerSentEvent], n: int) -> list[str]:
