@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from ingest.sim.kite_wire import U32_MAX, Level, Quote
 from ingest.sim.universe import NAMED, Instrument
 
-STEP_S = 0.1
-NAMED_EVERY_STEPS = 5  # named symbols trade every 0.5 s: at least once a second
+STEP_S = 0.02  # short steps: trades arrive spread out, not in bursts a latency figure would see
+NAMED_EVERY_STEPS = round(0.5 / STEP_S)  # named symbols trade every 0.5 s: at least once a second
 _VOLATILITY = 0.0008  # per-trade standard deviation of the relative price move
 
 
@@ -61,7 +61,7 @@ class Market:
         q.exchange_ts = now_s
         if inst.is_index:
             return
-        draw = rng.random  # random() is ~10x cheaper than randint(): this loop sets --rate's ceiling
+        draw = rng.random  # ~10x cheaper than randint(); this loop sets --rate's ceiling
         qty = 1 + int(draw() * 500)
         volume = min(q.volume + qty, U32_MAX)
         if volume > 0:

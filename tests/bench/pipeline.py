@@ -142,15 +142,35 @@ def drained(r: redis.Redis, shards: int) -> bool:
     return True
 
 
-def measure_latency(r: redis.Redis, shards: int, seconds: float) -> tuple[list[float], float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(procs: dict[str, subprocess.Popen[bytes]], seconds: float) -> str:
+    """What share of one core each process used while the caller slept ``seconds``."""
+    before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    time.sleep(seconds)
+    return " ".join(f"{name}={(cpu_seconds(p.pid) - before[name]) / seconds:.2f}"
+                    for name, p in procs.items())
+
+
+def measure_latency(r: redis.Redis, shards: int, seconds: float,
+                    procs: dict[str, subprocess.Popen[bytes]]) -> tuple[list[float], float, str]:
     time.sleep(3.0)
     start_ms = int(time.time() * 1000)
     n0, t0 = engine_ticks(r, shards)
-    time.sleep(seconds)
+    cpu = cpu_share(procs, seconds)
     n1, t1 = engine_ticks(r, shards)
     entries = r.xrange(keys.ALERTS, min=f"{start_ms}-0", max="+")
     lat = [(int(f["at"]) - int(f["rx"])) / 1000 for _id, f in entries]
-    return lat, (n1 - n0) / max(t1 - t0, 1e-6)
+    # The alert id holds the tick's stream entry id, whose time is when Redis took the tick:
+    # it splits the latency into ingest (receive → XADD) and engine (XADD → alert).
+    split = [(int(f["id"].split(":")[1].split("-")[0]) - int(f["rx"]) / 1000) for _id, f in entries]
+    cpu += (f"\n  ingest share (receive → tick in Redis): p50={percentile(split, 0.5):.2f} ms "
+            f"p99={percentile(split, 0.99):.2f} ms (entry ids have ms resolution)") if split else ""
+    return lat, (n1 - n0) / max(t1 - t0, 1e-6), cpu
 
 
 def main(argv: list[str]) -> int:
@@ -202,11 +222,14 @@ def main(argv: list[str]) -> int:
             pipe.start_engines()
             pipe.start_sim(10_000, args.symbols)
             pipe.start_ingest()
-            lat, got_rate = measure_latency(r, shards, args.seconds)
+            assert server.proc is not None
+            lat, got_rate, cpu = measure_latency(r, shards, args.seconds,
+                                                 {**pipe.procs, "redis": server.proc})
             if lat:
                 print(f"latency at {got_rate:,.0f} ticks/s: {len(lat)} alerts, tick→alert "
                       f"p50={percentile(lat, 0.5):.2f} ms p99={percentile(lat, 0.99):.2f} ms "
                       f"max={max(lat):.2f} ms")
+                print(f"  CPU (cores) during it: {cpu}")
             else:
                 print("latency: no alerts fired during the run")
         finally:
