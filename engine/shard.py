@@ -28,9 +28,9 @@ TRIM_EVERY_S = 60.0
 class EngineSettings(BaseSettings):
     shard: int = 0
     shards: int = 2
-    read_count: int = 200
-    block_ms: int = 200
-    claim_idle_ms: int = 60_000
+    engine_read_count: int = 200
+    engine_block_ms: int = 200
+    engine_claim_idle_ms: int = 60_000
 
 
 def alert_id(rule_id: str, entry_id: str, index: int) -> str:
@@ -142,7 +142,7 @@ class Shard:
         if now >= self._next_claim:
             self._next_claim = now + CLAIM_EVERY_S
             claimed = bus.claim_stale(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
-                                      min_idle_ms=self.s.claim_idle_ms)
+                                      min_idle_ms=self.s.engine_claim_idle_ms)
             if claimed:
                 log.info("claimed %d entries left pending by another consumer", len(claimed))
                 self.process(claimed)
@@ -157,7 +157,8 @@ class Shard:
     def redo_pending(self) -> None:
         """Entries this consumer read but never acked (it stopped or lost Redis): redo them."""
         while pending := bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
-                                        count=self.s.read_count, block_ms=None, start="0"):
+                                        count=self.s.engine_read_count, block_ms=None,
+                                        start="0"):
             self.process(pending)
 
     def run(self) -> None:
@@ -171,7 +172,8 @@ class Shard:
                     catch_up = False
                 self.housekeeping()
                 entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
-                                         count=self.s.read_count, block_ms=self.s.block_ms)
+                                         count=self.s.engine_read_count,
+                                         block_ms=self.s.engine_block_ms)
                 if entries:
                     self.process(entries)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
