@@ -37,8 +37,8 @@ def add_user(r: redis.Redis, name: str, password: str, *, admin: bool = False) -
             f"bad user name {name!r}: 2-32 chars, lowercase letters, digits, '_', '.', '-'")
     if len(password) < 8:
         raise StoreError("password must be at least 8 characters")
-    record: dict[Any, Any] = {"name": name, "pw": _hasher.hash(password), "admin": "1" if admin else "0",
-              "created": str(int(time.time()))}
+    record: dict[Any, Any] = {"name": name, "pw": _hasher.hash(password),
+                              "admin": "1" if admin else "0", "created": str(int(time.time()))}
     if not r.sadd(keys.USERS, name):
         raise StoreError(f"user {name!r} already exists")
     r.hset(keys.user(name), mapping=record)
