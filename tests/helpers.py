@@ -27,10 +27,11 @@ def spawn(module_args: list[str], redis_url: str, log_path: Path,
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
-    """SIGTERM and wait; returns the exit code (kills and fails loudly if it hangs)."""
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+    """Signal (SIGTERM by default) and wait; returns the exit code (kills and fails loudly if
+    it hangs)."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
     try:
         return proc.wait(timeout_s)
     except subprocess.TimeoutExpired:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
 
 import orjson
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
+from tests.helpers import ROOT, stop, wait_for
+
+__all__ = ["ROOT", "heartbeat", "start_ingest", "start_sim", "stop", "wait_for"]
 
 
 def start_sim(port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -40,27 +36,6 @@ def start_ingest(redis_url: str, sim_url: str, shards: int,
         [sys.executable, "-m", "ingest", "--feed", "sim", "--shards", str(shards),
          "--sim-url", sim_url], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 10) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"process {proc.args} ignored signal {sig}") from None
-
-
-def wait_for(check: Callable[[], T | None], timeout_s: float = 15, what: str = "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def heartbeat(r: redis.Redis, process: str) -> dict | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from deploy.embedded_redis import free_port
+
+__all__ = ["WebServer", "free_port", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 15.0
@@ -25,12 +28,6 @@ TEST_ENV = {
     "STORMALERT_STATS_INTERVAL_S": "3600",
     "STORMALERT_LOGIN_ATTEMPTS_PER_MINUTE": "1000",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
