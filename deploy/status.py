@@ -12,6 +12,7 @@ import redis
 from proto import keys
 
 LATENCY_SAMPLE = 1000
+FEED_TROUBLE = ("reconnects", "decode_errors", "drops", "write_errors")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,8 +65,10 @@ def render(status: dict[str, Any]) -> str:
         rates = beat.get("rates", {})
         rate_text = " ".join(f"{k}={v}/s" for k, v in sorted(rates.items()) if v)
         extra = ""
-        if "connected" in beat:
-            extra = f" connected={beat['connected']}"
+        if "connected" in beat:  # a feed: is it up, and what has it lost
+            counters = beat.get("counters", {})
+            extra = (f" connected={beat['connected']} subscribed={beat.get('subscribed', 0)}"
+                     + "".join(f" {k}={counters[k]}" for k in FEED_TROUBLE if counters.get(k)))
         lines.append(f"  {name:<14} pid={beat.get('pid')} up={beat.get('up_s')}s "
                      f"beat={beat['age_s']}s ago{extra} {rate_text}".rstrip())
     lines.append("Streams:")

@@ -104,6 +104,12 @@ def test_up_end_to_end(tmp_path, webhook):
         assert len(delivered) == 1
         status = cli("status")
         assert status.returncode == 0 and "engine-0" in status.stdout and "notify" in status.stdout
+        # A child that dies is restarted (and logged), the others carry on.
+        engine_pid = orjson.loads(r.get(keys.heartbeat("engine-0")))["pid"]
+        os.kill(engine_pid, signal.SIGKILL)
+        wait_for(lambda: (b := r.get(keys.heartbeat("engine-0")))
+                 and orjson.loads(b)["pid"] != engine_pid, timeout_s=30, what="engine restart")
+        assert "engine-0 exited with code -9; restarting" in output()
         procs = children_of(up.pid)
         assert len(procs) >= 7, procs  # redis, sim, 2 engines, notify, web, ingest
     finally:
