@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,16 @@ class UpSettings(BaseSettings):
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a dashboard port someone else holds, rather than print their URL as ours."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot use {host}:{port} for the dashboard ({exc.strerror}); "
+                               "choose another with --port") from None
 
 
 def claim_pidfile(path: Path) -> None:
@@ -115,6 +126,7 @@ def run(s: UpSettings) -> int:
     url_file = s.data_dir / "redis.url"
     sup: Supervisor | None = None
     try:
+        check_port_free(s.host, s.port)
         if s.redis_url is None:
             embedded = EmbeddedRedis(s.data_dir / "redis").start()
             url = embedded.url
