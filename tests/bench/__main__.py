@@ -1,8 +1,16 @@
-"""``make bench``: every benchmark in this folder, in order."""
+"""``make bench``: every benchmark, each with its reference measured in the same run.
+
+``python -m tests.bench [pipeline|decode|delivery] [ARGS]`` runs one of them."""
 
 import sys
 
-from tests.bench import pipeline
+from tests.bench import decode, delivery, pipeline
+
+BENCHES = {"decode": decode.main, "pipeline": pipeline.main, "delivery": delivery.main}
 
 if __name__ == "__main__":
-    sys.exit(pipeline.main(sys.argv[1:]))
+    if len(sys.argv) > 1 and sys.argv[1] in BENCHES:
+        sys.exit(BENCHES[sys.argv[1]](sys.argv[2:]))
+    for run in BENCHES.values():
+        run([])
+        print(flush=True)

@@ -1,7 +1,7 @@
 """Benchmark (not collected by pytest): alerts/s the notifier delivers to a loopback webhook,
 next to the reference of bare apprise sends from a thread pool on the same machine.
 
-    .venv/bin/python -m tests.notify.bench_delivery [N]
+    .venv/bin/python -m tests.bench.delivery [N]
 
 Uses ``STORMALERT_TEST_REDIS_URL`` when set, else a private embedded Redis (AOF off).
 """
@@ -9,7 +9,6 @@ Uses ``STORMALERT_TEST_REDIS_URL`` when set, else a private embedded Redis (AOF 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from notify.render import Message
 from notify.send import Channel, send_blocking, warm_up
 from proto import keys, store
 from proto.events import Alert
+from tests.bench.common import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,8 +90,9 @@ def bench_bare_apprise(hook: str, n: int, threads: int = 64) -> float:
     return n / (time.monotonic() - started)
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    n = int(argv[0]) if argv else 2000
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -105,12 +106,12 @@ def main() -> None:
             if embedded:
                 embedded.stop()
     bare = bench_bare_apprise(hook, n)
-    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
-          f"Python {platform.python_version()}")
+    print(f"# delivery benchmark on {machine()}")
     print(f"notifier, 1 json:// channel per alert: {notifier:,.0f} alerts/s ({n} alerts)")
     print(f"reference, bare apprise sends, 64 threads: {bare:,.0f} sends/s")
     print(f"ratio: {notifier / bare:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

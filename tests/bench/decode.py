@@ -1,19 +1,18 @@
 """Kite decode throughput: ours against the official parser on the same frames, same run.
 
-Run: ``.venv/bin/python -m tests.ingest.bench_decode [--seconds S]``. Prints ticks/s for
+Run: ``.venv/bin/python -m tests.bench decode [--seconds S]``. Prints ticks/s for
 full, quote and ltp frames of 50 packets each, and the ratio, with the machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from collections.abc import Callable
 
 from ingest import kite
 from ingest.sim import kite_wire as wire
+from tests.bench.common import machine
 from tests.ingest.kite_oracle import official
 
 PACKETS_PER_FRAME = 50
@@ -42,12 +41,11 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench decode")
     parser.add_argument("--seconds", type=float, default=3.0)
-    args = parser.parse_args()
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python={platform.python_version()}")
+    args = parser.parse_args(argv)
+    print(f"# Kite decode benchmark on {machine()}")
     symbols = {(5000 + n) << 8 | 1: f"NSE:S{n}" for n in range(PACKETS_PER_FRAME)}
     for mode in ("full", "quote", "ltp"):
         frame = frame_of(mode)
@@ -55,7 +53,8 @@ def main() -> None:
         theirs = rate(lambda f=frame: official(f), args.seconds)
         print(f"{mode:5s} ours {ours:>11,.0f} ticks/s  KiteTicker._parse_binary "
               f"{theirs:>9,.0f} ticks/s  ratio {ours / theirs:5.1f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
