@@ -59,6 +59,20 @@ def delivery(alert_id: str) -> str:
     return f"sa:dlv:{{{alert_id}}}"
 
 
+def feed_state(feed: str) -> str:
+    """Hash of a feed's state for status and the dashboard: ``state`` (connected |
+    reconnecting | needs_login | stopped), ``reason``, ``since`` (epoch s)."""
+    return f"sa:feed:{feed}"
+
+
+def feed_token(feed: str) -> str:
+    """The broker access token the web admin's login flow stores (Kite's expires daily)."""
+    return f"sa:feed:{feed}:token"
+
+
+MARKET_STATUS = "sa:market:status"  # hash: segment -> status (Upstox market_info)
+
+
 def heartbeat(process: str) -> str:
     return f"sa:hb:{process}"
 
