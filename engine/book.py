@@ -29,12 +29,12 @@ class Armed:
         self.last_fire_t: int | None = None
         self.done = False
 
-    def on_tick(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def on_tick(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         """The reference values of a firing at this tick, or None."""
         if self.expires_at is not None and t >= self.expires_at:
             self.done = True
             return None
-        ref = self.evaluator.step(p, t, pc)
+        ref = self.evaluator.step(p, t, pc, vol)
         if ref is None:
             return None
         if self.last_fire_t is not None and t < self.last_fire_t + self.cooldown_ms:
@@ -83,7 +83,8 @@ class Book:
         if not rules:
             del self.by_symbol[armed.rule.symbol]
 
-    def on_tick(self, sym: str, p: float, t: int, pc: float | None) -> list[Firing]:
+    def on_tick(self, sym: str, p: float, t: int, pc: float | None,
+                vol: int = 0) -> list[Firing]:
         """Firings of this tick in rule order; finished rules leave the book."""
         if pc:
             self.prev_close[sym] = pc
@@ -95,7 +96,7 @@ class Book:
         finished = False
         for armed in rules:
             try:
-                ref = armed.on_tick(p, t, pc)
+                ref = armed.on_tick(p, t, pc, vol)
             except Exception:  # a broken rule is disabled, the shard lives on
                 log.exception("rule %s raised; disabling it", armed.rule.id)
                 self.errors += 1

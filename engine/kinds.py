@@ -1,7 +1,7 @@
 """One evaluator per rule kind, implementing ARCHITECTURE.md's semantics exactly.
 
-An evaluator is pure: ``step(p, t, pc)`` takes one tick of its symbol (price, exchange time
-in ms, previous close or None), updates the state every tick updates, and returns the
+An evaluator is pure: ``step(p, t, pc, vol)`` takes one tick of its symbol (price, exchange
+time in ms, previous close or None, cumulative day volume), updates the state every tick updates, and returns the
 reference values when the rule's condition holds (None otherwise). ``fired(p, t)`` applies
 the state change of a firing that was not suppressed. Arithmetic is float64 as written.
 """
@@ -15,7 +15,7 @@ Ref = dict[str, float]
 
 
 class Evaluator(Protocol):
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None: ...
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None: ...
 
     def fired(self, p: float, t: int) -> None: ...
 
@@ -29,7 +29,7 @@ class CrossAbove:
         self.level = level
         self.prev: float | None = None
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         prev, self.prev = self.prev, p
         if prev is not None and prev < self.level <= p:
             return {"level": self.level, "prev": prev}
@@ -44,7 +44,7 @@ class CrossBelow(CrossAbove):
 
     __slots__ = ()
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         prev, self.prev = self.prev, p
         if prev is not None and prev > self.level >= p:
             return {"level": self.level, "prev": prev}
@@ -61,7 +61,7 @@ class ChangePct:
         self.up = direction in ("up", "either")
         self.down = direction in ("down", "either")
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         if not pc:
             return None
         if (self.up and p >= pc * (1 + self.pct / 100)) or (
@@ -82,7 +82,7 @@ class TrailingDown:
         self.pct = pct
         self.peak: float | None = None
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         peak = p if self.peak is None or p > self.peak else self.peak
         self.peak = peak
         if p <= peak * (1 - self.pct / 100):
@@ -103,7 +103,7 @@ class TrailingUp:
         self.pct = pct
         self.trough: float | None = None
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         trough = p if self.trough is None or p < self.trough else self.trough
         self.trough = trough
         if p >= trough * (1 + self.pct / 100):
@@ -130,7 +130,7 @@ class WindowPct:
         self.lows: deque[tuple[int, float]] = deque()  # prices increasing: front is the min
         self.highs: deque[tuple[int, float]] = deque()  # prices decreasing: front is the max
 
-    def step(self, p: float, t: int, pc: float | None) -> Ref | None:
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         lows, highs = self.lows, self.highs
         while lows and lows[-1][1] >= p:
             lows.pop()

@@ -35,8 +35,11 @@ def parse_ts(text: str) -> int:
     return int(when.timestamp() * 1000)
 
 
-def read_ticks(stream: IO[str], name: str) -> Iterator[tuple[int, str, float, float | None]]:
-    """(ts_ms, symbol, ltp, pc) per CSV row, in file order."""
+TickRow = tuple[int, str, float, float | None, int]
+
+
+def read_ticks(stream: IO[str], name: str) -> Iterator[TickRow]:
+    """(ts_ms, symbol, ltp, pc, volume) per CSV row, in file order."""
     reader = csv.DictReader(stream)
     missing = {"ts", "symbol", "ltp"} - set(reader.fieldnames or [])
     if missing:
@@ -45,8 +48,9 @@ def read_ticks(stream: IO[str], name: str) -> Iterator[tuple[int, str, float, fl
     for row in reader:
         try:
             pc_text = (row.get("pc") or "").strip()
+            vol_text = (row.get("volume") or "").strip()
             yield (parse_ts(row["ts"]), row["symbol"].strip(), float(row["ltp"]),
-                   float(pc_text) if pc_text else None)
+                   float(pc_text) if pc_text else None, int(vol_text) if vol_text else 0)
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"{name}:{reader.line_num}: {exc}") from None
 
@@ -72,14 +76,13 @@ def load_rules(path: Path) -> list[Rule]:
     return rules
 
 
-def replay(rules: list[Rule], ticks: Iterator[tuple[int, str, float, float | None]],
-           out: IO[bytes]) -> int:
+def replay(rules: list[Rule], ticks: Iterator[TickRow], out: IO[bytes]) -> int:
     book = Book()
     for rule in rules:
         book.put(rule.model_copy(update={"active": True}))
     fired = 0
-    for ts, sym, ltp, pc in ticks:
-        for firing in book.on_tick(sym, ltp, ts, pc):
+    for ts, sym, ltp, pc, vol in ticks:
+        for firing in book.on_tick(sym, ltp, ts, pc, vol):
             fired += 1
             out.write(orjson.dumps({
                 "rule": firing.rule.id, "symbol": sym, "kind": firing.rule.kind, "ts": ts,

@@ -106,7 +106,7 @@ class Shard:
             ticks_seen += len(batch)
             for index, tick in enumerate(batch):
                 latest[tick.sym] = tick
-                firings = self.book.on_tick(tick.sym, tick.ltp, tick.ts, tick.pc)
+                firings = self.book.on_tick(tick.sym, tick.ltp, tick.ts, tick.pc, tick.vol)
                 if firings:
                     at_us = time.time_ns() // 1000
                     alerts.extend(to_alert(f, tick, alert_id(f.rule.id, entry_id, index), at_us)
