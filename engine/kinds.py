@@ -1,9 +1,10 @@
 """One evaluator per rule kind, implementing ARCHITECTURE.md's semantics exactly.
 
 An evaluator is pure: ``step(p, t, pc, vol)`` takes one tick of its symbol (price, exchange
-time in ms, previous close or None, cumulative day volume), updates the state every tick updates, and returns the
-reference values when the rule's condition holds (None otherwise). ``fired(p, t)`` applies
-the state change of a firing that was not suppressed. Arithmetic is float64 as written.
+time in ms, previous close or None, cumulative day volume), updates the state every tick
+updates, and returns the reference values when the rule's condition holds (None otherwise).
+``fired(p, t)`` applies the state change of a firing that was not suppressed. Arithmetic is
+float64 as written.
 """
 
 from __future__ import annotations
