@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 RULES_POLL_S = 0.25
 CLAIM_EVERY_S = 30.0
 TRIM_EVERY_S = 60.0
+QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a second
 
 
 class EngineSettings(BaseSettings):
@@ -57,7 +58,8 @@ class Shard:
         self.consumer = f"engine-{settings.shard}"
         self.book = Book()
         self.rules_cursor = "0-0"
-        self._next_rules = self._next_claim = self._next_trim = 0.0
+        self._next_rules = self._next_claim = self._next_trim = self._next_quotes = 0.0
+        self._latest: dict[str, Tick] = {}  # quotes not yet written to the cache
 
     # Rules -----------------------------------------------------------------------------
 
@@ -93,7 +95,6 @@ class Shard:
     def process(self, entries: list[bus.Entry]) -> None:
         """Evaluate entries, then write alerts, quotes and acks in one round trip."""
         alerts: list[Alert] = []
-        quotes: dict[str, str] = {}
         latest: dict[str, Tick] = {}
         ticks_seen = 0
         for entry_id, fields in entries:
@@ -111,12 +112,11 @@ class Shard:
                     at_us = time.time_ns() // 1000
                     alerts.extend(to_alert(f, tick, alert_id(f.rule.id, entry_id, index), at_us)
                                   for f in firings)
-        for sym, tick in latest.items():
-            quotes[sym] = quote_json(tick)
+        self._latest.update(latest)
         pipe = self.r.pipeline(transaction=False)
-        bus.publish(pipe, keys.ALERTS, (a.to_fields() for a in alerts))
-        if quotes:
-            pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
+        for alert in alerts:
+            bus.publish_alert_once(pipe, alert.id, alert.to_fields())
+        self._queue_quotes(pipe)
         if entries:
             pipe.xack(self.stream, keys.ENGINE_GROUP, *[e[0] for e in entries])
         pipe.execute()
@@ -125,6 +125,17 @@ class Shard:
                 self._retire(alert.rule)
         self.rt.stats.inc("ticks", ticks_seen)
         self.rt.stats.inc("alerts", len(alerts))
+
+    def _queue_quotes(self, pipe: redis.client.Pipeline) -> bool:
+        """Queue the latest quotes for the cache when due; True when something was queued."""
+        now = time.monotonic()
+        if not self._latest or now < self._next_quotes:
+            return False
+        self._next_quotes = now + QUOTES_EVERY_S
+        quotes = {sym: quote_json(tick) for sym, tick in self._latest.items()}
+        self._latest.clear()
+        pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
+        return True
 
     def _retire(self, rule_id: str) -> None:
         """A once-rule that fired stays disarmed across restarts."""
@@ -146,6 +157,9 @@ class Shard:
             if claimed:
                 log.info("claimed %d entries left pending by another consumer", len(claimed))
                 self.process(claimed)
+        pipe = self.r.pipeline(transaction=False)
+        if self._queue_quotes(pipe):
+            pipe.execute()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY_S
             oldest_ms = int(time.time() * 1000) - keys.ALERTS_MAX_AGE_DAYS * 86_400_000

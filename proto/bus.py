@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import redis
 import redis.asyncio as aredis
 
+from proto import keys
 from proto.events import Fields
 
 Entry = tuple[str, Fields]
@@ -74,6 +75,23 @@ def publish(pipe: redis.client.Pipeline, stream: str, entries: Iterable[Fields],
     """Queue XADDs on a pipeline; the caller executes it (one round trip per batch)."""
     for fields in entries:
         pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+
+
+# Append an alert unless its id was appended before: a reprocessed tick (after a crash or a
+# claim) yields the same alert id, and must not make a second entry.
+_ALERT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+end
+return false
+"""
+
+
+def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Fields) -> None:
+    """Queue a once-only XADD of one alert to ``sa:alerts`` on a pipeline."""
+    flat = [v for kv in fields.items() for v in kv]
+    pipe.eval(_ALERT_ONCE, 2, keys.ALERTS, keys.alert_seen(alert_id),
+              keys.DELIVERY_TTL_S, *flat)
 
 
 def _flatten(reply: list | dict | None) -> list[Entry]:

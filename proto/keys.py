@@ -59,6 +59,12 @@ def delivery(alert_id: str) -> str:
     return f"sa:dlv:{{{alert_id}}}"
 
 
+def alert_seen(alert_id: str) -> str:
+    """Marks an alert id as written. Its hash tag is the name ``sa:alerts``, so in a Redis
+    Cluster it lives in the alert stream's slot and one script can check and append."""
+    return f"{{{ALERTS}}}:seen:{alert_id}"
+
+
 def feed_state(feed: str) -> str:
     """Hash of a feed's state for status and the dashboard: ``state`` (connected |
     reconnecting | needs_login | stopped), ``reason``, ``since`` (epoch s)."""

@@ -61,7 +61,8 @@ def test_rule_added_live_fires_once_and_acks(world, shard):
     assert orjson.loads(alert["ref"]) == {"level": 1500.0, "prev": 1499.0}
     # acked, quote cached, once-rule disarmed in the store
     wait_for(lambda: world.xpending(stream, keys.ENGINE_GROUP)["pending"] == 0, what="acks")
-    assert orjson.loads(world.hget(keys.QUOTES, SYM))["ltp"] == 1502
+    wait_for(lambda: orjson.loads(world.hget(keys.QUOTES, SYM) or "{}").get("ltp") == 1502,
+             timeout_s=2, what="the quote cache, written at most every 0.25 s")
     wait_for(lambda: not store.get_rule(world, "up").active, what="once-rule disarmed")
 
 
@@ -111,3 +112,26 @@ def test_unreachable_redis_is_a_one_line_error(tmp_path):
     assert out.returncode == 2
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_reprocessed_tick_makes_no_second_alert(world, redis_url, tmp_path):
+    """Entries processed again (after a crash before the ack, a claim, or a group reset)
+    yield the same alert ids, and an id already written is not written again."""
+    stream = keys.ticks(0)
+    store.add_rule(world, parse_rule(
+        {"id": "d", "symbol": SYM, "kind": "cross_above", "params": {"level": 1500}}, user="alice"))
+    world.xgroup_create(stream, keys.ENGINE_GROUP, id="0", mkstream=True)
+    entry = world.xadd(stream, encode_tick_batch([tick(1499, 1), tick(1501, 2)]))
+
+    def run_until_acked():
+        proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url, tmp_path / "e.log")
+        try:
+            wait_for(lambda: world.xinfo_groups(stream)[0]["lag"] == 0
+                     and world.xpending(stream, keys.ENGINE_GROUP)["pending"] == 0, what="acks")
+        finally:
+            assert stop(proc) == 0
+
+    run_until_acked()
+    world.xgroup_setid(stream, keys.ENGINE_GROUP, "0")  # every entry is delivered again
+    run_until_acked()
+    assert [a["id"] for a in alerts(world)] == [f"d:{entry}:1"]
