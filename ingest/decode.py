@@ -1,4 +1,4 @@
-"""``python -m ingest.decode --feed kite FILE...``: decode captured frames, print JSON lines.
+"""``python -m ingest.decode --feed kite|upstox FILE...``: decode captured frames, print JSON lines.
 
 A file holds either one raw binary frame, or base64 text with one frame per line (the form of
 the kiteconnect-mocks fixtures). Each tick is printed as one JSON object with the stream field
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest import kite
+from ingest import kite, upstox
 from proto.events import Tick
 
 FrameDecoder = Callable[[bytes, int], list[Tick]]
@@ -44,7 +44,11 @@ def kite_frame_of_packet(packet: bytes) -> bytes:
     return b"\x00\x01" + len(packet).to_bytes(2, "big") + packet
 
 
-FEEDS: dict[str, FrameDecoder] = {"kite": _decode_kite}
+def _decode_upstox(data: bytes, recv_us: int) -> list[Tick]:
+    return upstox.decode(data, recv_us, {})
+
+
+FEEDS: dict[str, FrameDecoder] = {"kite": _decode_kite, "upstox": _decode_upstox}
 
 
 def frames_of(data: bytes) -> Iterator[bytes]:

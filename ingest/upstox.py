@@ -1,0 +1,147 @@
+"""Pure decoder for the Upstox Market Data Feed V3: one protobuf ``FeedResponse`` per frame.
+
+Fields are read straight from the generated message objects (on the upb backend); converting
+to dicts (the SDK's ``MessageToDict``) costs more than ten times as much and turns int64 into
+strings.
+
+Mapping to ``Tick`` (see FEEDS.md for the schema):
+
+- every feed: ``ltp`` and ``ltt`` from its LTPC; ``pc`` is the LTPC's ``cp`` (previous close);
+  ``ts`` is ``ltt`` when sent, else the message's ``currentTs``, else the receive time.
+- ``marketFF`` (full modes): ``vol`` from ``vtt``, ``oi``, ``bid``/``ask`` from the first
+  ``marketLevel`` quote, ``o``/``h``/``l`` from the ``"1d"`` OHLC entry.
+- ``indexFF``: LTPC and the ``"1d"`` OHLC; ``vol`` is 0.
+- ``firstLevelWithGreeks``: LTPC, ``bid``/``ask`` from ``firstDepth``, ``vtt``, ``oi``.
+
+Proto3 does not send zeros, so a zero ``cp``, ``oi``, bid or ask price reads as "not sent"
+(``None``). A ``market_info`` message carries no ticks: its per-segment status comes back in
+``Decoded.market_status``. A feed entry with none of the three payloads yields no tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf.internal import api_implementation
+from google.protobuf.message import DecodeError
+
+from proto import MarketDataFeedV3_pb2 as pb
+from proto.events import Tick
+
+SOURCE = "upstox"
+DAY_INTERVAL = "1d"
+
+_FeedResponse = pb.FeedResponse
+_MARKET_INFO = pb.market_info
+_STATUS_NAMES = {value: name for name, value in pb.MarketStatus.items()}
+
+log = logging.getLogger("stormalert.ingest")
+
+
+class UpstoxDecodeError(ValueError):
+    """A frame that is not a Market Data Feed V3 ``FeedResponse``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One frame: its ticks, and for a ``market_info`` message the status of each segment
+    (``{"NSE_EQ": "NORMAL_OPEN", ...}``), else ``None``."""
+
+    ticks: list[Tick]
+    market_status: dict[str, str] | None = None
+
+
+def backend_is_fast() -> bool:
+    """True on the upb (C) protobuf backend; logs a warning otherwise (~50x slower)."""
+    backend = api_implementation.Type()
+    if backend != "upb":
+        log.warning("protobuf runs on the %r backend, not upb: Upstox decoding will be "
+                    "~50x slower (install a protobuf wheel with upb)", backend)
+        return False
+    return True
+
+
+def decode(frame: bytes, recv_us: int, symbols: Mapping[str, str]) -> list[Tick]:
+    """The ticks of one frame. Raises UpstoxDecodeError and nothing else."""
+    return decode_frame(frame, recv_us, symbols).ticks
+
+
+def decode_frame(frame: bytes, recv_us: int, symbols: Mapping[str, str]) -> Decoded:
+    """Ticks and market status of one frame. Raises UpstoxDecodeError and nothing else."""
+    try:
+        msg = _FeedResponse.FromString(frame)
+    except (DecodeError, TypeError, ValueError, RuntimeError) as exc:
+        raise UpstoxDecodeError(f"not a FeedResponse ({len(frame)} bytes): {exc}") from None
+    if msg.type == _MARKET_INFO:
+        return Decoded([], market_status(msg))
+    return Decoded(_ticks(msg, recv_us, symbols))
+
+
+def market_status(msg: pb.FeedResponse) -> dict[str, str]:
+    """Segment -> status name of a message's ``marketInfo`` (unknown numbers as digits)."""
+    names = _STATUS_NAMES
+    return {segment: names.get(status, str(status))
+            for segment, status in msg.marketInfo.segmentStatus.items()}
+
+
+def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> list[Tick]:
+    fallback_ms = msg.currentTs or recv_us // 1000
+    get_sym = symbols.get
+    ticks: list[Tick] = []
+    append = ticks.append
+    for key, feed in msg.feeds.items():
+        kind = feed.WhichOneof("FeedUnion")
+        sym = get_sym(key) or f"UPSTOX:{key}"
+        if kind == "fullFeed":
+            full = feed.fullFeed
+            if full.WhichOneof("FullFeedUnion") == "marketFF":
+                append(_market_full(full.marketFF, key, sym, fallback_ms, recv_us))
+            else:
+                append(_index_full(full.indexFF, key, sym, fallback_ms, recv_us))
+        elif kind == "ltpc":
+            c = feed.ltpc
+            append(Tick(sym, key, SOURCE, c.ltp, 0, c.ltt or fallback_ms, recv_us,
+                        None, None, None, c.cp or None))
+        elif kind == "firstLevelWithGreeks":
+            append(_first_level(feed.firstLevelWithGreeks, key, sym, fallback_ms, recv_us))
+    return ticks
+
+
+def _market_full(ff: pb.MarketFullFeed, key: str, sym: str, fallback_ms: int,
+                 recv_us: int) -> Tick:
+    c = ff.ltpc
+    levels = ff.marketLevel.bidAskQuote
+    if levels:
+        best = levels[0]
+        bid, ask = best.bidP or None, best.askP or None
+    else:
+        bid = ask = None
+    o = h = lo = None
+    for bar in ff.marketOHLC.ohlc:
+        if bar.interval == DAY_INTERVAL:
+            o, h, lo = bar.open, bar.high, bar.low
+            break
+    return Tick(sym, key, SOURCE, c.ltp, ff.vtt, c.ltt or fallback_ms, recv_us,
+                ff.oi or None, bid, ask, c.cp or None, o, h, lo)
+
+
+def _index_full(ix: pb.IndexFullFeed, key: str, sym: str, fallback_ms: int,
+                recv_us: int) -> Tick:
+    c = ix.ltpc
+    o = h = lo = None
+    for bar in ix.marketOHLC.ohlc:
+        if bar.interval == DAY_INTERVAL:
+            o, h, lo = bar.open, bar.high, bar.low
+            break
+    return Tick(sym, key, SOURCE, c.ltp, 0, c.ltt or fallback_ms, recv_us,
+                None, None, None, c.cp or None, o, h, lo)
+
+
+def _first_level(fl: pb.FirstLevelWithGreeks, key: str, sym: str, fallback_ms: int,
+                 recv_us: int) -> Tick:
+    c = fl.ltpc
+    depth = fl.firstDepth
+    return Tick(sym, key, SOURCE, c.ltp, fl.vtt, c.ltt or fallback_ms, recv_us,
+                fl.oi or None, depth.bidP or None, depth.askP or None, c.cp or None)
