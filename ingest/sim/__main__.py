@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="total ticks per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--upstox-token", help="the only Upstox bearer token accepted "
+                        "(default: any non-empty one)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     instruments = universe.build(args.symbols, args.seed)
     market = Market(instruments, args.rate, args.seed, int(time.time()))
     sim = Simulator(instruments, market)
+    sim.upstox.accepted_token = args.upstox_token
 
     async def run() -> None:
         await serve_forever(sim, args.host, args.port)

@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 from ingest.sim import kite_wire as wire
 from ingest.sim.market import STEP_S, Market
 from ingest.sim.universe import Instrument, instruments_csv_gz
+from ingest.sim.upstox_server import UpstoxSide
 
 log = logging.getLogger("stormalert.sim")
 
@@ -145,6 +146,7 @@ class Simulator:
         self.index_of = {inst.token: i for i, inst in enumerate(instruments)}
         self.exchanges = {inst.exchange for inst in instruments}
         self.sessions: set[KiteSession] = set()
+        self.upstox = UpstoxSide(instruments, market)
         self._dumps: dict[str | None, bytes] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -154,6 +156,8 @@ class Simulator:
         task.add_done_callback(self._background.discard)
 
     def process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
+        if self.upstox.owns(request.path):
+            return self.upstox.process_request(_conn, request)
         url = urlsplit(request.path)
         path = url.path.rstrip("/")
         if path == "" and request.headers.get("Upgrade", "").lower() == "websocket":
@@ -180,6 +184,9 @@ class Simulator:
                          [("Content-Encoding", "gzip")])
 
     async def handle(self, ws: ServerConnection) -> None:
+        if ws.request is not None and self.upstox.owns(ws.request.path):
+            await self.upstox.handle(ws)
+            return
         session = KiteSession(ws, self)
         self.sessions.add(session)
         log.info("kite client connected from %s", ws.remote_address)
@@ -197,6 +204,7 @@ class Simulator:
             indices = self.market.step(int(time.time()))
             for session in list(self.sessions):
                 session.notify(indices)
+            self.upstox.notify(indices)
             next_at += STEP_S
             await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
 
