@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
 from proto import bus, keys, store
 from proto.events import Alert, CodecError, Tick, decode_ticks, quote_json
@@ -57,6 +58,7 @@ class Shard:
         self.stream = keys.ticks(settings.shard)
         self.consumer = f"engine-{settings.shard}"
         self.book = Book()
+        self.bars = BarBuilder()
         self.rules_cursor = "0-0"
         self._next_rules = self._next_claim = self._next_trim = self._next_quotes = 0.0
         self._latest: dict[str, Tick] = {}  # quotes not yet written to the cache
@@ -95,6 +97,7 @@ class Shard:
     def process(self, entries: list[bus.Entry]) -> None:
         """Evaluate entries, then write alerts, quotes and acks in one round trip."""
         alerts: list[Alert] = []
+        closed: list[tuple[str, Bar]] = []
         latest: dict[str, Tick] = {}
         ticks_seen = 0
         for entry_id, fields in entries:
@@ -107,6 +110,9 @@ class Shard:
             ticks_seen += len(batch)
             for index, tick in enumerate(batch):
                 latest[tick.sym] = tick
+                bar = self.bars.on_tick(tick.sym, tick.ltp, tick.ts, tick.vol)
+                if bar is not None:
+                    closed.append((tick.sym, bar))
                 firings = self.book.on_tick(tick.sym, tick.ltp, tick.ts, tick.pc, tick.vol)
                 if firings:
                     at_us = time.time_ns() // 1000
@@ -116,10 +122,19 @@ class Shard:
         pipe = self.r.pipeline(transaction=False)
         for alert in alerts:
             bus.publish_alert_once(pipe, alert.id, alert.to_fields())
+        first_bar = len(pipe)
+        for sym, bar in closed:
+            pipe.xadd(keys.bars(sym), bar.to_fields(), id=f"{bar.start}-0",  # type: ignore[arg-type]
+                      maxlen=keys.BARS_MAXLEN, approximate=True)
+        bars_end = len(pipe)
         self._queue_quotes(pipe)
         if entries:
             pipe.xack(self.stream, keys.ENGINE_GROUP, *[e[0] for e in entries])
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        for n, result in enumerate(results):
+            # A bar written before (its ticks reprocessed) is refused by its id: that is fine.
+            if isinstance(result, Exception) and not first_bar <= n < bars_end:
+                raise result
         for alert in alerts:
             if self.book.by_id.get(alert.rule) is None:
                 self._retire(alert.rule)
@@ -132,7 +147,9 @@ class Shard:
         if not self._latest or now < self._next_quotes:
             return False
         self._next_quotes = now + QUOTES_EVERY_S
-        quotes = {sym: quote_json(tick) for sym, tick in self._latest.items()}
+        open_bars = self.bars.open
+        quotes = {sym: quote_json(tick, open_bars[sym].as_list() if sym in open_bars else None)
+                  for sym, tick in self._latest.items()}
         self._latest.clear()
         pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
         return True

@@ -154,9 +154,12 @@ class Alert:
         return self.at - self.rx
 
 
-def quote_json(tick: Tick) -> str:
-    """The latest-quote record kept per symbol in ``sa:quotes`` for the dashboard."""
+def quote_json(tick: Tick, bar: list[float] | None = None) -> str:
+    """The latest-quote record kept per symbol in ``sa:quotes`` for the dashboard; ``bar`` is
+    the open one-minute bar ``[start_ms, o, h, l, c, v]`` when the engine has one."""
     q: dict[str, Any] = {"ltp": tick.ltp, "ts": tick.ts, "vol": tick.vol}
+    if bar is not None:
+        q["bar"] = bar
     if tick.pc:
         q["pc"] = tick.pc
         q["chg_pct"] = round((tick.ltp / tick.pc - 1) * 100, 3)

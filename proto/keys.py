@@ -59,6 +59,15 @@ def delivery(alert_id: str) -> str:
     return f"sa:dlv:{{{alert_id}}}"
 
 
+BARS_MAXLEN = 5 * 375  # five NSE sessions of one-minute bars
+
+
+def bars(sym: str) -> str:
+    """Closed one-minute OHLCV bars of a symbol; entry id = the bar's start (epoch ms)-0,
+    fields ``o h l c v`` (v: volume traded in the minute)."""
+    return f"sa:bars:{{{sym}}}"
+
+
 def alert_seen(alert_id: str) -> str:
     """Marks an alert id as written. Its hash tag is the name ``sa:alerts``, so in a Redis
     Cluster it lives in the alert stream's slot and one script can check and append."""

@@ -1,7 +1,8 @@
 """The Rule type: what a user stores, validated when it is stored, never on the first tick.
 
-Semantics of each kind are written in ARCHITECTURE.md ("Rules: kinds and exact semantics");
-the engine implements them, this module only says what a valid rule looks like.
+Semantics of each kind are written in ARCHITECTURE.md ("Rules: kinds and exact semantics")
+and docs/RULES.md; the engine implements them, this module only says what a valid rule looks
+like. Which kinds exist, plug-ins included, is the business of ``proto.rulekinds``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from proto.rulekinds import REGISTRY
 
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9_]*:[^\s:][^:]*$")
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -23,66 +27,23 @@ class RuleError(ValueError):
     """A rule that cannot be stored; the message names the field and the reason."""
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _ParamsByKind(Mapping[str, type[BaseModel]]):
+    """Kind name -> params model, built-in and plug-in alike (a live view of the registry)."""
+
+    def __getitem__(self, kind: str) -> type[BaseModel]:
+        model = REGISTRY.params_model(kind)
+        if model is None:
+            raise KeyError(kind)
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY.names())
+
+    def __len__(self) -> int:
+        return len(REGISTRY.names())
 
 
-def _finite_positive(value: float, name: str) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0")
-    return value
-
-
-class LevelParams(_Params):
-    level: float
-
-    @field_validator("level")
-    @classmethod
-    def _level(cls, v: float) -> float:
-        return _finite_positive(v, "level")
-
-
-class ChangePctParams(_Params):
-    pct: float
-    direction: Literal["up", "down", "either"] = "either"
-
-    @field_validator("pct")
-    @classmethod
-    def _pct(cls, v: float) -> float:
-        return _finite_positive(v, "pct")
-
-
-class TrailingPctParams(_Params):
-    pct: float
-    direction: Literal["down", "up"] = "down"
-
-    @field_validator("pct")
-    @classmethod
-    def _pct(cls, v: float) -> float:
-        v = _finite_positive(v, "pct")
-        if v >= 100:
-            raise ValueError("pct must be below 100")
-        return v
-
-
-class WindowPctParams(_Params):
-    pct: float
-    window_s: float
-    direction: Literal["up", "down", "either"] = "either"
-
-    @field_validator("pct", "window_s")
-    @classmethod
-    def _positive(cls, v: float, info: Any) -> float:
-        return _finite_positive(v, info.field_name)
-
-
-PARAMS_BY_KIND: dict[str, type[_Params]] = {
-    "cross_above": LevelParams,
-    "cross_below": LevelParams,
-    "change_pct": ChangePctParams,
-    "trailing_pct": TrailingPctParams,
-    "window_pct": WindowPctParams,
-}
+PARAMS_BY_KIND: Mapping[str, type[BaseModel]] = _ParamsByKind()
 
 
 class Rule(BaseModel):
@@ -118,8 +79,8 @@ class Rule(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v not in PARAMS_BY_KIND:
-            raise ValueError(f"unknown kind {v!r}; known: {', '.join(sorted(PARAMS_BY_KIND))}")
+        if REGISTRY.params_model(v) is None:
+            raise ValueError(f"unknown kind {v!r}; known: {', '.join(REGISTRY.names())}")
         return v
 
     @field_validator("cooldown_s")
@@ -153,9 +114,9 @@ class Rule(BaseModel):
     def _params(self) -> Rule:
         model = PARAMS_BY_KIND[self.kind]
         try:
-            normalised = model.model_validate(self.params).model_dump()
+            normalised = model.model_validate(self.params).model_dump(mode="json")
         except ValidationError as exc:
-            raise ValueError("params." + describe_validation_error(exc)) from None
+            raise ValueError(describe_validation_error(exc, prefix="params")) from None
         object.__setattr__(self, "params", normalised)
         return self
 
@@ -182,11 +143,11 @@ def parse_rule(data: str | bytes | dict[str, Any], **overrides: Any) -> Rule:
         raise RuleError(describe_validation_error(exc)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line: 'field: reason; field: reason'."""
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line: 'field: reason; field: reason', each field under ``prefix`` when given."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)

@@ -135,3 +135,21 @@ def test_a_reprocessed_tick_makes_no_second_alert(world, redis_url, tmp_path):
     world.xgroup_setid(stream, keys.ENGINE_GROUP, "0")  # every entry is delivered again
     run_until_acked()
     assert [a["id"] for a in alerts(world)] == [f"d:{entry}:1"]
+
+
+def test_closed_minute_bars_are_written_once_and_the_open_bar_is_quoted(world, shard):
+    _proc, shard_of = shard
+    stream = keys.ticks(shard_of)
+    m = 1_700_000_040_000  # a minute's start
+    world.xadd(stream, encode_tick_batch([tick(100, m + 1_000), tick(105, m + 30_000),
+                                          tick(99, m + 59_000)]))
+    world.xadd(stream, encode_tick_batch([tick(101, m + 61_000)]))
+    bars = wait_for(lambda: world.xrange(keys.bars(SYM)), what="a closed bar")
+    assert bars == [(f"{m}-0", {"o": "100.0", "h": "105.0", "l": "99.0", "c": "99.0", "v": "0"})]
+    wait_for(lambda: orjson.loads(world.hget(keys.QUOTES, SYM) or "{}").get("bar")
+             == [m + 60_000, 101.0, 101.0, 101.0, 101.0, 0], what="the open bar in the quote")
+    world.xgroup_setid(stream, keys.ENGINE_GROUP, "0")  # reprocess: the bar is not rewritten
+    wait_for(lambda: world.xinfo_groups(stream)[0]["lag"] == 0, what="reprocessing")
+    time.sleep(0.3)
+    assert len(world.xrange(keys.bars(SYM))) == 1
+    assert _proc.poll() is None

@@ -1,24 +1,21 @@
-"""One evaluator per rule kind, implementing ARCHITECTURE.md's semantics exactly.
+"""The first five kinds (ARCHITECTURE.md, "Rules: kinds and exact semantics"): level crosses,
+change versus the previous close, trailing stops and moves within a time window.
 
-An evaluator is pure: ``step(p, t, pc, vol)`` takes one tick of its symbol (price, exchange
-time in ms, previous close or None, cumulative day volume), updates the state every tick
-updates, and returns the reference values when the rule's condition holds (None otherwise).
-``fired(p, t)`` applies the state change of a firing that was not suppressed. Arithmetic is
-float64 as written.
+Evaluators follow the contract in ``proto.rulekinds.api``; arithmetic is float64 as written.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
-Ref = dict[str, float]
-
-
-class Evaluator(Protocol):
-    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None: ...
-
-    def fired(self, p: float, t: int) -> None: ...
+from proto.rulekinds import API_VERSION, Ref, RuleKind
+from proto.rulekinds.builtin import (
+    ChangePctParams,
+    LevelParams,
+    TrailingPctParams,
+    WindowPctParams,
+)
 
 
 class CrossAbove:
@@ -157,38 +154,45 @@ class WindowPct:
         self.highs.append((t, p))
 
 
-def make_evaluator(kind: str, params: dict[str, Any]) -> Evaluator:
-    """A fresh evaluator for a validated rule's kind and params."""
-    if kind == "cross_above":
-        return CrossAbove(params["level"])
-    if kind == "cross_below":
-        return CrossBelow(params["level"])
-    if kind == "change_pct":
-        return ChangePct(params["pct"], params["direction"])
-    if kind == "trailing_pct":
-        if params["direction"] == "up":
-            return TrailingUp(params["pct"])
-        return TrailingDown(params["pct"])
-    if kind == "window_pct":
-        return WindowPct(params["pct"], params["window_s"], params["direction"])
-    raise ValueError(f"no evaluator for kind {kind!r}")
+def _trailing(p: TrailingPctParams) -> TrailingDown | TrailingUp:
+    return TrailingUp(p.pct) if p.direction == "up" else TrailingDown(p.pct)
 
 
-def describe(kind: str, params: dict[str, Any], symbol: str, p: float, ref: Ref) -> str:
-    """The human sentence of a firing: what happened and the reference values behind it."""
-    if kind == "cross_above":
-        return f"{symbol} crossed above {ref['level']:g} (from {ref['prev']:g} to {p:g})"
-    if kind == "cross_below":
-        return f"{symbol} crossed below {ref['level']:g} (from {ref['prev']:g} to {p:g})"
-    if kind == "change_pct":
-        return (f"{symbol} is {ref['change_pct']:+.2f}% on the day at {p:g} "
-                f"(previous close {ref['pc']:g}, threshold {params['pct']:g}%)")
-    if kind == "trailing_pct":
-        if "peak" in ref:
-            return (f"{symbol} fell {params['pct']:g}% from its peak {ref['peak']:g} "
-                    f"to {p:g}")
-        return f"{symbol} rose {params['pct']:g}% from its low {ref['trough']:g} to {p:g}"
-    if kind == "window_pct":
-        return (f"{symbol} moved {params['pct']:g}% within {params['window_s']:g}s: now {p:g}, "
-                f"window low {ref['window_low']:g}, high {ref['window_high']:g}")
-    return f"{symbol} {kind} fired at {p:g}"
+def _describe_cross_above(params: LevelParams, symbol: str, p: float, ref: Ref) -> str:
+    return f"{symbol} crossed above {ref['level']:g} (from {ref['prev']:g} to {p:g})"
+
+
+def _describe_cross_below(params: LevelParams, symbol: str, p: float, ref: Ref) -> str:
+    return f"{symbol} crossed below {ref['level']:g} (from {ref['prev']:g} to {p:g})"
+
+
+def _describe_change(params: ChangePctParams, symbol: str, p: float, ref: Ref) -> str:
+    return (f"{symbol} is {ref['change_pct']:+.2f}% on the day at {p:g} "
+            f"(previous close {ref['pc']:g}, threshold {params.pct:g}%)")
+
+
+def _describe_trailing(params: TrailingPctParams, symbol: str, p: float, ref: Ref) -> str:
+    if "peak" in ref:
+        return f"{symbol} fell {params.pct:g}% from its peak {ref['peak']:g} to {p:g}"
+    return f"{symbol} rose {params.pct:g}% from its low {ref['trough']:g} to {p:g}"
+
+
+def _describe_window(params: WindowPctParams, symbol: str, p: float, ref: Ref) -> str:
+    return (f"{symbol} moved {params.pct:g}% within {params.window_s:g}s: now {p:g}, "
+            f"window low {ref['window_low']:g}, high {ref['window_high']:g}")
+
+
+KINDS: tuple[RuleKind[Any], ...] = (
+    RuleKind(name="cross_above", params=LevelParams, evaluator=lambda p: CrossAbove(p.level),
+             describe=_describe_cross_above, api_version=API_VERSION),
+    RuleKind(name="cross_below", params=LevelParams, evaluator=lambda p: CrossBelow(p.level),
+             describe=_describe_cross_below, api_version=API_VERSION),
+    RuleKind(name="change_pct", params=ChangePctParams,
+             evaluator=lambda p: ChangePct(p.pct, p.direction),
+             describe=_describe_change, api_version=API_VERSION),
+    RuleKind(name="trailing_pct", params=TrailingPctParams, evaluator=_trailing,
+             describe=_describe_trailing, api_version=API_VERSION),
+    RuleKind(name="window_pct", params=WindowPctParams,
+             evaluator=lambda p: WindowPct(p.pct, p.window_s, p.direction),
+             describe=_describe_window, api_version=API_VERSION),
+)
