@@ -20,6 +20,10 @@ class InstrumentsRejected(RuntimeError):
     """The REST API refused the request (bad key/token, bad input): retrying will not help."""
 
 
+class TokenRefused(InstrumentsRejected):
+    """Kite refused the access token (TokenException, HTTP 403): a new login is needed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Instrument:
     token: int
@@ -42,14 +46,17 @@ def fetch_kite(api_url: str, api_key: str, access_token: str,
                timeout_s: float = 30.0) -> list[Instrument]:
     """The whole instruments dump over REST (blocking: run it in a thread).
 
-    Raises InstrumentsRejected when the API refuses us, and lets transport errors
+    Raises TokenRefused for a refused access token, InstrumentsRejected when the API
+    refuses us otherwise, and lets transport errors
     (``requests`` exceptions, ``OSError``) through for the caller to retry.
     """
     client = KiteConnect(api_key, access_token=access_token, root=api_url,
                          timeout=int(max(timeout_s, 1)))
     try:
         return from_kite_rows(client.instruments())
-    except (kite_errors.TokenException, kite_errors.PermissionException,
+    except kite_errors.TokenException as exc:
+        raise TokenRefused(f"instruments request refused: {exc}") from None
+    except (kite_errors.PermissionException,
             kite_errors.InputException) as exc:
         raise InstrumentsRejected(f"{api_url} refused the instruments request: {exc}") from None
 
@@ -76,3 +83,12 @@ async def store(r: aredis.Redis, instruments: Sequence[Instrument]) -> None:
     for start in range(0, len(instruments), STORE_CHUNK):
         chunk = instruments[start:start + STORE_CHUNK]
         await r.hset(keys.INSTRUMENTS, mapping={i.symbol: i.record() for i in chunk})
+
+
+async def remove(r: aredis.Redis, symbols: Iterable[str]) -> int:
+    """Drop instruments that left the master (expired contracts, delistings)."""
+    gone = list(symbols)
+    removed = 0
+    for start in range(0, len(gone), STORE_CHUNK):
+        removed += await r.hdel(keys.INSTRUMENTS, *gone[start:start + STORE_CHUNK])
+    return removed

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -27,6 +28,15 @@ class IngestSettings(BaseSettings):
     kite_ws_url: str = "wss://ws.kite.trade"
     kite_api_url: str = "https://api.kite.trade"
     kite_mode: Literal["ltp", "quote", "full"] = "full"
+    # Per-instrument modes as JSON, e.g. {"NSE:INFY": "full", "NFO": "ltp"}: a symbol wins over
+    # its exchange; anything unmatched gets kite_mode.
+    kite_modes: dict[str, Literal["ltp", "quote", "full"]] = Field(default_factory=dict)
+    # The access token in Redis (stored by the dashboard's login) wins over kite_access_token.
+    # Kite expires tokens daily at this IST time; while none is usable, Redis is polled.
+    kite_token_expiry: time = time(6, 0)
+    kite_token_poll_s: float = Field(3.0, gt=0)
+    # The instrument master is loaded at start and again every day at this IST time.
+    kite_instruments_refresh_at: time = time(8, 0)
     kite_tokens_per_connection: int = Field(3000, ge=1, le=3000)
     kite_max_connections: int = Field(3, ge=1, le=3)
     # Which instruments to subscribe: an explicit list of EXCHANGE:TRADINGSYMBOL, or every
@@ -49,9 +59,9 @@ class IngestSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> IngestSettings:
-        if self.feed == "kite" and not (self.kite_api_key and
-                                        self.kite_access_token.get_secret_value()):
-            raise ValueError("feed kite needs KITE_API_KEY and STORMALERT_KITE_ACCESS_TOKEN")
+        if self.feed == "kite" and not self.kite_api_key:
+            raise ValueError("feed kite needs KITE_API_KEY (the access token comes from the "
+                             "dashboard's login or STORMALERT_KITE_ACCESS_TOKEN)")
         return self
 
     def api_url(self) -> str:

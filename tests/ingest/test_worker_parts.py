@@ -13,10 +13,12 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from ingest import instruments as master
 from ingest.backoff import backoff_s
-from ingest.kite_feed import KiteConnection, socket_url, subscribe_messages
+from ingest.feed_status import FeedStatus
+from ingest.kite_feed import KiteConnection, socket_url
+from ingest.kite_plan import rebalance, subscribe_messages
+from ingest.kite_token import AccessTokens
 from ingest.settings import IngestSettings
 from ingest.sim import kite_wire as wire
-from ingest.worker import plan_connections
 from ingest.writer import TickWriter
 from proto import bus, keys
 from proto.events import Tick, decode_ticks
@@ -34,12 +36,23 @@ def test_backoff_is_capped_exponential_with_jitter(attempt: int, low: float, hig
     assert len(set(delays)) > 1
 
 
-def test_plan_connections_respects_the_limits() -> None:
-    groups, left = plan_connections(list(range(7000)), 3000, 3)
-    assert [len(g) for g in groups] == [3000, 3000, 1000] and left == 0
-    groups, left = plan_connections(list(range(9500)), 3000, 3)
-    assert [len(g) for g in groups] == [3000, 3000, 3000] and left == 500
-    assert plan_connections([], 3000, 3) == ([], 0)
+def test_rebalance_respects_the_limits() -> None:
+    def sizes(wanted: range, per: int = 3000) -> tuple[list[int], int]:
+        slots, left = rebalance([], {t: "full" for t in wanted}, per, 3)
+        return [len(s) for s in slots], left
+
+    assert sizes(range(7000)) == ([3000, 3000, 1000], 0)
+    assert sizes(range(9500)) == ([3000, 3000, 3000], 500)
+    assert sizes(range(0)) == ([], 0)
+
+
+def test_rebalance_keeps_tokens_in_place_and_fills_free_room() -> None:
+    current = [{1: "full", 2: "ltp"}, {3: "quote"}]
+    wanted = {2: "full", 3: "quote", 4: "ltp", 5: "ltp", 6: "ltp"}
+    slots, left = rebalance(current, wanted, 2, 3)
+    assert slots == [{2: "full", 4: "ltp"}, {3: "quote", 5: "ltp"}, {6: "ltp"}] and left == 0
+    slots, left = rebalance(current, wanted, 2, 2)
+    assert slots == [{2: "full", 4: "ltp"}, {3: "quote", 5: "ltp"}] and left == 1
 
 
 def test_select_by_symbols_or_exchanges() -> None:
@@ -59,6 +72,17 @@ def test_settings() -> None:
     kite = IngestSettings(feed="kite", kite_api_key="k", kite_access_token="tok-s3cret")
     assert kite.ws_url() == "wss://ws.kite.trade" and "tok-s3cret" not in repr(kite)
     assert socket_url("ws://h:1", "k", "a b") == "ws://h:1?api_key=k&access_token=a+b"
+    assert IngestSettings(feed="kite", kite_api_key="k").kite_access_token.get_secret_value() == ""
+
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORMALERT_KITE_MODES", '{"NSE:INFY": "ltp", "NFO": "quote"}')
+    monkeypatch.setenv("STORMALERT_KITE_INSTRUMENTS_REFRESH_AT", "08:30")
+    settings = IngestSettings()
+    assert settings.kite_modes == {"NSE:INFY": "ltp", "NFO": "quote"}
+    assert settings.kite_instruments_refresh_at.hour == 8
+    assert settings.kite_instruments_refresh_at.minute == 30
 
 
 def tick(sym: str, n: int) -> Tick:
@@ -99,6 +123,16 @@ def test_writer_drops_and_counts_when_full() -> None:
     assert asyncio.run(scenario()).counters["drops"] == 6
 
 
+class NoRedis:
+    """Stands in for Redis where a test needs no stored token or state."""
+
+    async def get(self, _key: str) -> None:
+        return None
+
+    async def hset(self, _key: str, mapping: dict[str, str]) -> int:
+        return len(mapping)
+
+
 def test_connection_watchdog_reconnects_and_resubscribes() -> None:
     """A server that accepts and then stays silent: the client must give up after the
     silence limit, reconnect, and send subscribe + mode again each time."""
@@ -118,10 +152,14 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
         writer.offer = offered.append  # type: ignore[method-assign]
         async with serve(silent, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
-            conn = KiteConnection("t", socket_url(f"ws://127.0.0.1:{port}", "k", "t"),
-                                  [408065, 256265], "full", {408065: "NSE:INFY"}, writer,
-                                  stats, silence_s=0.3, reconnect_min_s=0.05,
-                                  reconnect_max_s=0.1, connect_timeout_s=2)
+            status = FeedStatus(NoRedis(), "t", stats)  # type: ignore[arg-type]
+            tokens = AccessTokens(NoRedis(), "t", status, poll_s=1,  # type: ignore[arg-type]
+                                  expiry=None)
+            conn = KiteConnection("t", f"ws://127.0.0.1:{port}", "k",
+                                  {408065: "full", 256265: "full"}, {408065: "NSE:INFY"},
+                                  writer, stats, tokens, status, silence_s=0.3,
+                                  reconnect_min_s=0.05, reconnect_max_s=0.1,
+                                  connect_timeout_s=2)
             task = asyncio.create_task(conn.run())
             await asyncio.sleep(1.5)
             task.cancel()
@@ -132,7 +170,7 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
     stats, offered = asyncio.run(scenario())
     assert stats.counters["reconnects"] >= 2
     assert len(received) >= 2
-    expected = [orjson.loads(m) for m in subscribe_messages([408065, 256265], "full")]
+    expected = [orjson.loads(m) for m in subscribe_messages({408065: "full", 256265: "full"})]
     assert all(messages == expected for messages in received)
     assert offered and offered[0][0].sym == "NSE:INFY" and offered[0][0].ltp == 1573.7
     assert stats.gauges["connected"] == 0

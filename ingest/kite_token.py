@@ -1,0 +1,113 @@
+"""Where the Kite access token comes from, and what happens when Kite refuses it.
+
+Candidates, in order: the token the dashboard's login flow stores in Redis
+(``keys.feed_token("kite")``, a plain string), then the configured ``kite_access_token``.
+A token Kite refused (HTTP 403 / TokenException) or one past the daily expiry (06:00 IST
+by default) is never tried again by this process. When no candidate is left the feed is
+``needs_login`` and ``usable()`` polls Redis every few seconds until a new token appears.
+Token values never reach a log line, a state or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import time as time_of_day
+
+import orjson
+import redis
+import redis.asyncio as aredis
+
+from ingest.clock import ist_text, next_daily
+from ingest.feed_status import FeedStatus
+from proto import keys
+
+log = logging.getLogger("stormalert.ingest")
+
+TOKEN_FEED = "kite"  # the sim speaks Kite's protocol and its login issues Kite-style tokens
+NO_TOKEN_REASON = "no access token: log in to Kite through the dashboard"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    value: str = field(repr=False)
+    source: str  # "redis" or "config"
+    expires_at: float | None  # epoch s, None when this feed has no daily expiry
+
+
+def read_stored(raw: str | None) -> str:
+    """The token in the Redis value: a plain string, or JSON with ``access_token``."""
+    text = (raw or "").strip()
+    if text.startswith("{"):
+        try:
+            value = orjson.loads(text).get("access_token", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        return value.strip() if isinstance(value, str) else ""
+    return text
+
+
+class AccessTokens:
+    def __init__(self, r: aredis.Redis, configured: str, status: FeedStatus, *,
+                 poll_s: float, expiry: time_of_day | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._r = r
+        self._configured = configured
+        self._status = status
+        self._poll_s = poll_s
+        self._expiry = expiry
+        self._clock = clock
+        self._refused: dict[str, str] = {}  # token -> why; kept only in memory
+        self._first_seen: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def usable(self) -> AccessToken:
+        """A token to connect with; waits in ``needs_login`` while there is none."""
+        async with self._lock:
+            while True:
+                token = await self._pick()
+                if token is not None:
+                    await self._status.logged_in()
+                    return token
+                await asyncio.sleep(self._poll_s)
+
+    async def refuse(self, token: AccessToken, reason: str) -> None:
+        """Kite refused this token: never use it again; needs_login unless another is ready."""
+        if token.value not in self._refused:
+            self._refused[token.value] = reason
+            log.warning("access token from %s refused: %s", token.source, reason)
+        await self._status.needs_login(reason)
+
+    async def expire(self, token: AccessToken) -> None:
+        when = ist_text(token.expires_at) if token.expires_at else "now"
+        await self.refuse(token, f"access token expired at {when} (daily expiry)")
+
+    async def _pick(self) -> AccessToken | None:
+        stored = await self._stored()
+        now = self._clock()
+        for value, source in ((stored, "redis"), (self._configured, "config")):
+            if not value or value in self._refused:
+                continue
+            expires_at = None
+            if self._expiry is not None:
+                first = self._first_seen.setdefault(value, now)
+                expires_at = next_daily(first, self._expiry)
+                if expires_at <= now:
+                    self._refused[value] = "expired"
+                    continue
+            return AccessToken(value, source, expires_at)
+        if not self._refused and not stored and not self._configured:
+            await self._status.needs_login(NO_TOKEN_REASON)
+        elif self._status.state != "needs_login":
+            await self._status.needs_login("every known access token was refused or expired")
+        return None
+
+    async def _stored(self) -> str:
+        try:
+            return read_stored(await self._r.get(keys.feed_token(TOKEN_FEED)))
+        except redis.RedisError as exc:
+            log.warning("could not read the stored access token: %s", exc)
+            return ""
