@@ -23,7 +23,7 @@ from proto.settings import load
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stormalert ingest",
                                      description="Feed ingest worker: ticks to sa:ticks:{i}.")
-    parser.add_argument("--feed", choices=("sim", "kite"))
+    parser.add_argument("--feed", choices=("sim", "kite", "upstox"))
     parser.add_argument("--shards", type=int)
     parser.add_argument("--sim-url", help="simulator base URL, e.g. http://127.0.0.1:8765")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ DEFAULT_SIM_URL = "http://127.0.0.1:8765"
 
 
 class IngestSettings(BaseSettings):
-    feed: Literal["sim", "kite"] = "sim"
+    feed: Literal["sim", "kite", "upstox"] = "sim"
     shards: int = Field(2, ge=1, le=1024)
 
     kite_api_key: str = Field(
@@ -43,6 +43,23 @@ class IngestSettings(BaseSettings):
     # instrument of these exchanges (all of the dump when empty), capped by the limits above.
     kite_symbols: list[str] = Field(default_factory=list)
     kite_exchanges: list[str] = Field(default_factory=list)
+    # Upstox Market Data Feed V3 (feed "upstox"). The token in Redis (sa:feed:upstox:token,
+    # stored by the dashboard's login) wins over upstox_access_token; after an HTTP 401 the
+    # feed is needs_login and polls Redis every upstox_token_poll_s for a new one.
+    upstox_access_token: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices(
+            "STORMALERT_UPSTOX_ACCESS_TOKEN", "UPSTOX_ACCESS_TOKEN", "upstox_access_token"))
+    upstox_api_url: str = "https://api.upstox.com"  # REST base: authorize lives here
+    upstox_instruments_url: str = (
+        "https://assets.upstox.com/market-quote/instruments/exchange/complete.json.gz")
+    upstox_mode: Literal["ltpc", "full", "option_greeks", "full_d30"] = "full"
+    # What to subscribe: instrument keys (or EXCHANGE:TRADINGSYMBOL), else every instrument
+    # whose segment (NSE_EQ) or exchange (NSE) is listed, else the whole master; more than
+    # the mode's per-connection limit x upstox_connections is a configuration error.
+    upstox_instrument_keys: list[str] = Field(default_factory=list)
+    upstox_exchanges: list[str] = Field(default_factory=list)
+    upstox_connections: int = Field(1, ge=1, le=2)
+    upstox_token_poll_s: float = Field(3.0, gt=0)
     # The simulator's base URL, used for both REST and WebSocket when feed is "sim".
     sim_url: str = DEFAULT_SIM_URL
 

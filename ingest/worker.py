@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from ingest.errors import FatalIngestError
 from ingest.kite_supervisor import KiteFeed
 from ingest.settings import IngestSettings
+from ingest.upstox_supervisor import UpstoxFeed
 from ingest.writer import TickWriter
 from proto.runtime import Stats, heartbeat_loop
 
@@ -39,7 +40,9 @@ async def run(settings: IngestSettings, r: aredis.Redis) -> None:
             tg.create_task(heartbeat_loop(name, r, stats, settings.stats_interval_s),
                            name="heartbeat")
             tg.create_task(writer.run(), name="tick-writer")
-            tg.create_task(KiteFeed(settings, r, stats, writer).run(), name="kite-feed")
+            feed = (UpstoxFeed(settings, r, stats, writer) if settings.feed == "upstox"
+                    else KiteFeed(settings, r, stats, writer))
+            tg.create_task(feed.run(), name=f"{settings.feed}-feed")
     finally:
         await _drain(writer, settings.drain_timeout_s)
 

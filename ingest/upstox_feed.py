@@ -1,0 +1,231 @@
+"""The Upstox Market Data Feed V3 connections: authorize over REST, open the single-use
+WebSocket URL it returns, subscribe (JSON in binary frames), read protobuf frames into the
+writer, watch for silence, reconnect with capped backoff and jitter (each time with a fresh
+authorize: the URL works once), and stop in ``needs_login`` on HTTP 401 until a new token.
+
+Liveness: Upstox sends no application heartbeat, only WebSocket pings, and a quiet market
+sends no data. So when no frame came for half the silence window we send a ping of our own;
+a socket is dead only when neither a data frame nor a pong arrived for ``silence_s``.
+
+Decoding is ``ingest.upstox.decode_frame``; this module only moves frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+
+import orjson
+import redis
+import redis.asyncio as aredis
+import requests
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from ingest import upstox
+from ingest.backoff import backoff_s
+from ingest.feed_status import FeedStatus
+from ingest.upstox_token import UpstoxTokens
+from ingest.writer import TickWriter
+from proto import keys
+from proto.runtime import Stats
+
+log = logging.getLogger("stormalert.ingest")
+
+AUTHORIZE_PATH = "/v3/feed/market-data-feed/authorize"
+USER_AGENT = "stormalert-ingest"
+MAX_LOGGED_DECODE_ERRORS = 20
+KEYS_PER_REQUEST = 1000
+# Keys one connection may carry per mode (Upstox V3 limits; full_d30 per its Plus plan).
+MODE_LIMITS = {"ltpc": 5000, "option_greeks": 3000, "full": 2000, "full_d30": 50}
+
+
+class TokenRefused(Exception):
+    """Authorize answered HTTP 401: the access token is invalid or expired."""
+
+
+class AuthorizeFailed(Exception):
+    """Authorize failed in a way a later retry may not (HTTP error, unexpected body)."""
+
+
+class FeedSilence(Exception):
+    """Neither data nor a pong for longer than the watchdog allows."""
+
+
+def plan_connections(instrument_keys: Sequence[str], mode: str,
+                     connections: int) -> list[list[str]]:
+    """Keys split evenly over at most ``connections`` sockets within the mode's limit.
+    Raises ValueError with a message for the user when they do not fit."""
+    limit = MODE_LIMITS[mode]
+    if len(instrument_keys) > limit * connections:
+        raise ValueError(
+            f"{len(instrument_keys)} instruments exceed the Upstox limit for mode {mode!r}: "
+            f"{limit} per connection x {connections} connection(s); narrow "
+            f"STORMALERT_UPSTOX_INSTRUMENT_KEYS / STORMALERT_UPSTOX_EXCHANGES or pick a lighter "
+            f"mode")
+    count = min(connections, max(1, -(-len(instrument_keys) // limit)))
+    return [list(instrument_keys[n::count]) for n in range(count) if instrument_keys[n::count]]
+
+
+def subscribe_messages(instrument_keys: Sequence[str], mode: str) -> list[bytes]:
+    """The ``sub`` requests to send after (re)connecting, as binary frame payloads."""
+    chunks = [list(instrument_keys[i:i + KEYS_PER_REQUEST])
+              for i in range(0, len(instrument_keys), KEYS_PER_REQUEST)]
+    return [orjson.dumps({"guid": uuid.uuid4().hex, "method": "sub",
+                          "data": {"mode": mode, "instrumentKeys": chunk}}) for chunk in chunks]
+
+
+def authorize(api_url: str, token: str, timeout_s: float) -> str:
+    """The single-use feed URL (blocking: run it in a thread).
+
+    Raises TokenRefused on 401, AuthorizeFailed on other HTTP errors or a body without the
+    URL, and lets transport errors (``requests`` exceptions are ``OSError``) through.
+    """
+    resp = requests.get(api_url.rstrip("/") + AUTHORIZE_PATH, timeout=timeout_s,
+                        headers={"Authorization": f"Bearer {token}",
+                                 "Accept": "application/json", "User-Agent": USER_AGENT})
+    if resp.status_code == 401:
+        raise TokenRefused(_error_text(resp))
+    if resp.status_code >= 400:
+        raise AuthorizeFailed(f"authorize answered HTTP {resp.status_code}: {_error_text(resp)}")
+    try:
+        data = resp.json()["data"]
+        url = data.get("authorized_redirect_uri") or data.get("authorizedRedirectUri")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        url = None
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+        raise AuthorizeFailed(f"authorize answered without a WebSocket URL: {resp.text[:200]!r}")
+    return url
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        errors = resp.json().get("errors") or []
+        return "; ".join(str(e.get("message")) for e in errors) or resp.reason
+    except (ValueError, AttributeError):
+        return resp.reason or f"HTTP {resp.status_code}"
+
+
+class UpstoxConnection:
+    """One feed WebSocket; ``run`` keeps it up until cancelled."""
+
+    def __init__(self, name: str, api_url: str, instrument_keys: Sequence[str], mode: str,
+                 symbols: Mapping[str, str], writer: TickWriter, stats: Stats,
+                 r: aredis.Redis, tokens: UpstoxTokens, status: FeedStatus, *,
+                 silence_s: float, reconnect_min_s: float, reconnect_max_s: float,
+                 connect_timeout_s: float) -> None:
+        self.name = name
+        self._api_url = api_url
+        self._keys = list(instrument_keys)
+        self._mode = mode
+        self._symbols = symbols
+        self._writer = writer
+        self._stats = stats
+        self._r = r
+        self._tokens = tokens
+        self._status = status
+        self._silence_s = silence_s
+        self._backoff = (reconnect_min_s, reconnect_max_s)
+        self._connect_timeout_s = connect_timeout_s
+        self._alive_at = 0.0
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            token = await self._tokens.usable()
+            started = time.monotonic()
+            try:
+                url = await asyncio.to_thread(authorize, self._api_url, token,
+                                              self._connect_timeout_s)
+                async with connect(url, open_timeout=self._connect_timeout_s,
+                                   ping_interval=None, max_size=2**24, close_timeout=2,
+                                   user_agent_header=USER_AGENT) as ws:
+                    await self._session(ws)
+                reason = "server closed the connection"
+            except TokenRefused as exc:
+                await self._tokens.refuse(token, str(exc))
+                attempt = 0
+                continue
+            except InvalidStatus as exc:
+                reason = f"feed URL refused: HTTP {exc.response.status_code}"
+            except FeedSilence:
+                reason = f"no data and no pong for {self._silence_s:.1f} s"
+            except AuthorizeFailed as exc:
+                reason = str(exc)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                reason = str(exc) or type(exc).__name__
+            log.warning("%s: %s", self.name, reason)
+            await self._status.down(self.name, reason)
+            attempt = 1 if time.monotonic() - started > self._backoff[1] else attempt + 1
+            delay = backoff_s(attempt, *self._backoff)
+            self._stats.inc("reconnects")
+            log.info("%s: reconnecting in %.2f s (attempt %d)", self.name, delay, attempt)
+            await asyncio.sleep(delay)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        for message in subscribe_messages(self._keys, self._mode):
+            await ws.send(message)
+        self._gauge("connected", 1)
+        self._gauge("subscribed", len(self._keys))
+        await self._status.up(self.name)
+        log.info("%s: connected, subscribed %d keys in %s mode", self.name, len(self._keys),
+                 self._mode)
+        try:
+            await self._read(ws)
+        finally:
+            self._gauge("connected", -1)
+            self._gauge("subscribed", -len(self._keys))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        stats, writer, symbols = self._stats, self._writer, self._symbols
+        self._alive_at = time.monotonic()
+        while True:
+            try:
+                async with asyncio.timeout(self._silence_s / 2):
+                    message = await ws.recv()
+            except TimeoutError:
+                if time.monotonic() - self._alive_at > self._silence_s:
+                    raise FeedSilence from None
+                await self._probe(ws)
+                continue
+            recv_us = time.time_ns() // 1000
+            self._alive_at = time.monotonic()
+            if isinstance(message, str):
+                message = message.encode()  # Upstox sends none; decode whatever it is
+            stats.inc("frames")
+            try:
+                decoded = upstox.decode_frame(message, recv_us, symbols)
+            except upstox.UpstoxDecodeError as exc:
+                stats.inc("decode_errors")
+                if stats.counters["decode_errors"] <= MAX_LOGGED_DECODE_ERRORS:
+                    log.warning("%s: dropped a %d-byte frame: %s", self.name, len(message), exc)
+                continue
+            if decoded.ticks:
+                stats.inc("ticks", len(decoded.ticks))
+                writer.offer(decoded.ticks)
+            elif decoded.market_status:
+                await self._market_status(decoded.market_status)
+
+    async def _probe(self, ws: ClientConnection) -> None:
+        """Ping; a pong counts as life. A dead socket never answers and the watchdog fires."""
+        pong = await ws.ping()
+        pong.add_done_callback(self._on_pong)  # type: ignore[attr-defined]
+
+    def _on_pong(self, future: asyncio.Future[float]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._alive_at = time.monotonic()
+
+    async def _market_status(self, status: dict[str, str]) -> None:
+        log.info("%s: market status %s", self.name,
+                 ", ".join(f"{k}={v}" for k, v in sorted(status.items())))
+        try:
+            await self._r.hset(keys.MARKET_STATUS, mapping=status)  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            log.warning("%s: could not store the market status: %s", self.name, exc)
+
+    def _gauge(self, name: str, delta: int) -> None:
+        gauges = self._stats.gauges
+        gauges[name] = gauges.get(name, 0) + delta
