@@ -1,0 +1,123 @@
+"""Every rule kind the engine can run: the built-ins, one module per family, and the plug-ins
+``proto.rulekinds`` found. The rule book calls ``make_evaluator`` and ``describe``.
+
+Built-ins go through the same interface and the same load-time check as plug-ins; their
+params models live in ``proto.rulekinds.builtin`` (so web and the CLI validate without the
+engine), and this module refuses to import if the two lists disagree.
+
+Plug-in code is wrapped at call: a factory that raises, or a ``step`` that returns something
+other than a flat dict of numbers, becomes an evaluator error, which disables that one rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.kinds import classic, levels
+from proto.rulekinds import (
+    BUILTIN_PARAMS,
+    REGISTRY,
+    Evaluator,
+    Ref,
+    RuleKind,
+    RuleKindError,
+    check_kind,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BUILTIN", "Evaluator", "Ref", "describe", "kind_of", "make_evaluator"]
+
+
+def _builtin_table(kinds: tuple[RuleKind[Any], ...]) -> dict[str, RuleKind[Any]]:
+    table: dict[str, RuleKind[Any]] = {}
+    for kind in kinds:
+        check_kind(kind)
+        if BUILTIN_PARAMS.get(kind.name) is not kind.params:
+            raise RuleKindError(f"built-in kind {kind.name!r}: params model differs from "
+                                "proto.rulekinds.builtin")
+        table[kind.name] = kind
+    missing = sorted(set(BUILTIN_PARAMS) - set(table))
+    if missing:
+        raise RuleKindError(f"built-in kinds without an evaluator: {', '.join(missing)}")
+    return table
+
+
+BUILTIN = _builtin_table((*classic.KINDS, *levels.KINDS))
+
+
+def kind_of(name: str) -> RuleKind[Any]:
+    kind = BUILTIN.get(name) or REGISTRY.plugins.get(name)
+    if kind is None:
+        raise RuleKindError(f"no rule kind {name!r} in this process (plug-in not installed?)")
+    return kind
+
+
+class Unbuildable:
+    """Stands in for an evaluator that could not be built: it raises on its first tick, so
+    the rule book disables the rule and counts the error, and arming itself never fails."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: RuleKindError) -> None:
+        self.error = error
+
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
+        raise self.error
+
+    def fired(self, p: float, t: int) -> None:
+        raise self.error
+
+
+class Checked:
+    """A plug-in's evaluator, its results checked before they travel in an alert."""
+
+    __slots__ = ("inner", "kind")
+
+    def __init__(self, kind: str, inner: Evaluator) -> None:
+        self.kind = kind
+        self.inner = inner
+
+    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
+        ref = self.inner.step(p, t, pc, vol)
+        if ref is None or (type(ref) is dict and all(
+                type(k) is str and type(v) in (float, int) for k, v in ref.items())):
+            return ref
+        raise RuleKindError(f"kind {self.kind!r}: step returned {ref!r}; expected None or a "
+                            "dict of str to float")
+
+    def fired(self, p: float, t: int) -> None:
+        self.inner.fired(p, t)
+
+
+def make_evaluator(kind: str, params: dict[str, Any]) -> Evaluator:
+    """A fresh evaluator for a validated rule's kind and params."""
+    try:
+        spec = kind_of(kind)
+        evaluator = spec.evaluator(spec.params.model_validate(params))
+    except Exception as exc:  # the rule's own failure, reported on its first tick
+        error = RuleKindError(f"kind {kind!r} could not build an evaluator: "
+                              f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return Unbuildable(error)
+    if kind in BUILTIN:
+        return evaluator
+    if not (callable(getattr(evaluator, "step", None))
+            and callable(getattr(evaluator, "fired", None))):
+        return Unbuildable(RuleKindError(f"kind {kind!r}: its evaluator has no step/fired"))
+    return Checked(kind, evaluator)
+
+
+def describe(kind: str, params: dict[str, Any], symbol: str, p: float, ref: Ref) -> str:
+    """The human sentence of a firing; a kind whose describe fails gets a plain sentence
+    (the alert itself still goes out)."""
+    try:
+        spec = kind_of(kind)
+        text = spec.describe(spec.params.model_validate(params), symbol, p, ref)
+        if isinstance(text, str):
+            return text
+        log.error("describe of kind %r returned a %s, not a str", kind, type(text).__name__)
+    except Exception:  # a per-firing boundary: log it, keep the alert
+        log.exception("describe of kind %r failed; sending a plain message", kind)
+    return f"{symbol} {kind} fired at {p:g}"
