@@ -32,12 +32,12 @@ class Bar:
 class BarBuilder:
     def __init__(self) -> None:
         self.open: dict[str, Bar] = {}
-        self._last_vol: dict[str, int] = {}
+        self.last_vol: dict[str, int] = {}
 
     def on_tick(self, sym: str, p: float, t: int, vol: int) -> Bar | None:
         """Update the symbol's open bar; the bar this tick closed, if any."""
-        last_vol = self._last_vol.get(sym)
-        self._last_vol[sym] = vol
+        last_vol = self.last_vol.get(sym)
+        self.last_vol[sym] = vol
         traded = vol - last_vol if last_vol is not None and vol >= last_vol else 0
         start = t - t % MINUTE_MS
         bar = self.open.get(sym)

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class Armed:
     """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
 
-    __slots__ = ("cooldown_ms", "done", "evaluator", "expires_at", "last_fire_t", "once", "rule")
+    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "last_fire_t", "once",
+                 "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -28,12 +29,14 @@ class Armed:
         self.expires_at = rule.expires_at
         self.last_fire_t: int | None = None
         self.done = False
+        self.dirty = False  # state changed since the last checkpoint
 
     def on_tick(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         """The reference values of a firing at this tick, or None."""
         if self.expires_at is not None and t >= self.expires_at:
             self.done = True
             return None
+        self.dirty = True
         ref = self.evaluator.step(p, t, pc, vol)
         if ref is None:
             return None
@@ -61,6 +64,7 @@ class Book:
         self.by_id: dict[str, Armed] = {}
         self.prev_close: dict[str, float] = {}
         self.errors = 0
+        self.removed: set[str] = set()  # rule ids whose checkpointed state is now stale
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -78,6 +82,7 @@ class Book:
         armed = self.by_id.pop(rule_id, None)
         if armed is None:
             return
+        self.removed.add(rule_id)
         rules = self.by_symbol[armed.rule.symbol]
         rules.remove(armed)
         if not rules:

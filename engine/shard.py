@@ -1,6 +1,11 @@
 """One engine shard: reads ``sa:ticks:{i}`` in group ``engine``, evaluates the book, writes
-alerts to ``sa:alerts``, keeps the quote cache, and acks ticks only after their alerts are
-written. The only module of the engine that touches Redis.
+alerts to ``sa:alerts``, bars and the quote cache. The only module of the engine that touches
+Redis.
+
+Crash safety: alerts are written at once, but tick entries are acked only together with a
+checkpoint of the rule state (one MULTI, every ``engine_checkpoint_s``). A restarted shard
+restores the checkpoint and redoes its unacked entries: the same ticks meet the same state,
+so it makes the same firings with the same alert ids, and ids already written are skipped.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import redis
 
+from engine import checkpoint
 from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
 from proto import bus, keys, store
@@ -33,6 +40,7 @@ class EngineSettings(BaseSettings):
     engine_read_count: int = 200
     engine_block_ms: int = 200
     engine_claim_idle_ms: int = 60_000
+    engine_checkpoint_s: float = 2.0
 
 
 def alert_id(rule_id: str, entry_id: str, index: int) -> str:
@@ -56,12 +64,17 @@ class Shard:
         self.r = r
         self.rt = runtime
         self.stream = keys.ticks(settings.shard)
+        self.state_key = keys.engine_state(settings.shard)
         self.consumer = f"engine-{settings.shard}"
         self.book = Book()
         self.bars = BarBuilder()
         self.rules_cursor = "0-0"
         self._next_rules = self._next_claim = self._next_trim = self._next_quotes = 0.0
+        self._next_checkpoint = 0.0
         self._latest: dict[str, Tick] = {}  # quotes not yet written to the cache
+        self._unacked: list[str] = []  # processed entries, acked with the next checkpoint
+        self._out_alerts: list[Alert] = []  # evaluated, not yet written
+        self._out_bars: list[tuple[str, Bar]] = []
 
     # Rules -----------------------------------------------------------------------------
 
@@ -74,6 +87,7 @@ class Shard:
         for rule in store.list_rules(self.r):
             if self.owns(rule.symbol):
                 self.book.put(rule)
+        self.book.removed.clear()
         log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
 
     def poll_rule_changes(self) -> None:
@@ -92,15 +106,59 @@ class Shard:
                     self.book.remove(rule_id)
                 self.rt.stats.inc("rule_changes")
 
+    # Checkpoints -----------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Rule state and open bars as of the last checkpoint."""
+        saved: Any = self.r.hgetall(self.state_key)
+        restored = 0
+        for rule_id, armed in self.book.by_id.items():
+            raw = saved.get(rule_id)
+            if raw is not None and checkpoint.restore(armed, raw):
+                restored += 1
+        if checkpoint.BARS_FIELD in saved:
+            checkpoint.restore_bars(self.bars, saved[checkpoint.BARS_FIELD])
+        if checkpoint.PREV_CLOSE_FIELD in saved:
+            self.book.prev_close = orjson.loads(saved[checkpoint.PREV_CLOSE_FIELD])
+        log.info("restored the state of %d of %d rules", restored, len(self.book))
+
+    def checkpoint(self) -> None:
+        """Write the state changed since the last checkpoint and ack what it covers, in one
+        transaction. Alerts and bars of those entries are written first."""
+        self.flush()
+        dirty = [a for a in self.book.by_id.values() if a.dirty]
+        states: dict[str, bytes] = {}
+        for armed in dirty:
+            try:
+                states[armed.rule.id] = checkpoint.snapshot(armed)
+            except checkpoint.CheckpointError as exc:
+                log.warning("%s; it would start over after a crash", exc)
+        pipe = self.r.pipeline(transaction=True)
+        if self.book.removed:
+            pipe.hdel(self.state_key, *self.book.removed)
+        if states:
+            pipe.hset(self.state_key, mapping=states)  # type: ignore[arg-type]
+        pipe.hset(self.state_key, mapping={
+            checkpoint.BARS_FIELD: checkpoint.snapshot_bars(self.bars),
+            checkpoint.PREV_CLOSE_FIELD: orjson.dumps(self.book.prev_close)})
+        if self._unacked:
+            pipe.xack(self.stream, keys.ENGINE_GROUP, *self._unacked)
+        pipe.execute()
+        for armed in dirty:
+            armed.dirty = False
+        self.book.removed.clear()
+        self._unacked.clear()
+        self.rt.stats.inc("checkpoints")
+
     # Ticks -----------------------------------------------------------------------------
 
     def process(self, entries: list[bus.Entry]) -> None:
-        """Evaluate entries, then write alerts, quotes and acks in one round trip."""
-        alerts: list[Alert] = []
-        closed: list[tuple[str, Bar]] = []
-        latest: dict[str, Tick] = {}
+        """Evaluate entries, then write their alerts and closed bars in one round trip."""
+        alerts, closed, latest = self._out_alerts, self._out_bars, self._latest
+        on_tick, on_bar = self.book.on_tick, self.bars.on_tick
         ticks_seen = 0
         for entry_id, fields in entries:
+            self._unacked.append(entry_id)
             try:
                 batch = decode_ticks(fields)
             except CodecError as exc:
@@ -110,49 +168,55 @@ class Shard:
             ticks_seen += len(batch)
             for index, tick in enumerate(batch):
                 latest[tick.sym] = tick
-                bar = self.bars.on_tick(tick.sym, tick.ltp, tick.ts, tick.vol)
+                bar = on_bar(tick.sym, tick.ltp, tick.ts, tick.vol)
                 if bar is not None:
                     closed.append((tick.sym, bar))
-                firings = self.book.on_tick(tick.sym, tick.ltp, tick.ts, tick.pc, tick.vol)
+                firings = on_tick(tick.sym, tick.ltp, tick.ts, tick.pc, tick.vol)
                 if firings:
                     at_us = time.time_ns() // 1000
                     alerts.extend(to_alert(f, tick, alert_id(f.rule.id, entry_id, index), at_us)
                                   for f in firings)
-        self._latest.update(latest)
+        self.rt.stats.inc("ticks", ticks_seen)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write evaluated alerts, closed bars and due quotes. On a Redis error they stay
+        queued and the next call writes them (both kinds of write are idempotent)."""
         pipe = self.r.pipeline(transaction=False)
-        for alert in alerts:
+        for alert in self._out_alerts:
             bus.publish_alert_once(pipe, alert.id, alert.to_fields())
-        first_bar = len(pipe)
-        for sym, bar in closed:
+        for sym, bar in self._out_bars:
             pipe.xadd(keys.bars(sym), bar.to_fields(), id=f"{bar.start}-0",  # type: ignore[arg-type]
                       maxlen=keys.BARS_MAXLEN, approximate=True)
         bars_end = len(pipe)
         self._queue_quotes(pipe)
-        if entries:
-            pipe.xack(self.stream, keys.ENGINE_GROUP, *[e[0] for e in entries])
+        if not len(pipe):
+            return
         results = pipe.execute(raise_on_error=False)
         for n, result in enumerate(results):
             # A bar written before (its ticks reprocessed) is refused by its id: that is fine.
-            if isinstance(result, Exception) and not first_bar <= n < bars_end:
+            if isinstance(result, Exception) and not len(self._out_alerts) <= n < bars_end:
                 raise result
-        for alert in alerts:
-            if self.book.by_id.get(alert.rule) is None:
-                self._retire(alert.rule)
-        self.rt.stats.inc("ticks", ticks_seen)
-        self.rt.stats.inc("alerts", len(alerts))
+        written = [a for a, result in zip(self._out_alerts, results, strict=False) if result]
+        self.rt.stats.inc("alerts", len(written))
+        self.rt.stats.inc("duplicate_alerts", len(self._out_alerts) - len(written))
+        retired = {a.rule for a in self._out_alerts if a.rule not in self.book.by_id}
+        self._out_alerts = []
+        self._out_bars = []
+        for rule_id in retired:
+            self._retire(rule_id)
 
-    def _queue_quotes(self, pipe: redis.client.Pipeline) -> bool:
-        """Queue the latest quotes for the cache when due; True when something was queued."""
+    def _queue_quotes(self, pipe: redis.client.Pipeline) -> None:
+        """Queue the latest quotes for the cache when due."""
         now = time.monotonic()
         if not self._latest or now < self._next_quotes:
-            return False
+            return
         self._next_quotes = now + QUOTES_EVERY_S
         open_bars = self.bars.open
         quotes = {sym: quote_json(tick, open_bars[sym].as_list() if sym in open_bars else None)
                   for sym, tick in self._latest.items()}
         self._latest.clear()
         pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
-        return True
 
     def _retire(self, rule_id: str) -> None:
         """A once-rule that fired stays disarmed across restarts."""
@@ -167,6 +231,9 @@ class Shard:
         if now >= self._next_rules:
             self._next_rules = now + RULES_POLL_S
             self.poll_rule_changes()
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self.s.engine_checkpoint_s
+            self.checkpoint()
         if now >= self._next_claim:
             self._next_claim = now + CLAIM_EVERY_S
             claimed = bus.claim_stale(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
@@ -174,33 +241,33 @@ class Shard:
             if claimed:
                 log.info("claimed %d entries left pending by another consumer", len(claimed))
                 self.process(claimed)
-        pipe = self.r.pipeline(transaction=False)
-        if self._queue_quotes(pipe):
-            pipe.execute()
+        self.flush()  # quotes of a quiet market, and writes a Redis error held back
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY_S
             oldest_ms = int(time.time() * 1000) - keys.ALERTS_MAX_AGE_DAYS * 86_400_000
             self.r.xtrim(keys.ALERTS, minid=f"{oldest_ms}-0", approximate=True)
         self.rt.stats.gauges.update(shard=self.s.shard, shards=self.s.shards, rules=len(self.book),
-                                    rule_errors=self.book.errors)
+                                    rule_errors=self.book.errors, unacked=len(self._unacked))
         self.rt.tick()
 
-    def redo_pending(self) -> None:
-        """Entries this consumer read but never acked (it stopped or lost Redis): redo them."""
-        while pending := bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
-                                        count=self.s.engine_read_count, block_ms=None,
-                                        start="0"):
+    def start(self) -> None:
+        """Rules, their checkpointed state, then the entries read but not acked before."""
+        bus.ensure_group(self.r, self.stream, keys.ENGINE_GROUP, start="$")
+        self.load_rules()
+        self.restore()
+        pending = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
+                                 count=1_000_000, block_ms=None, start="0")
+        if pending:
+            log.info("redoing %d entries read but not acked before", len(pending))
             self.process(pending)
 
     def run(self) -> None:
-        bus.ensure_group(self.r, self.stream, keys.ENGINE_GROUP, start="$")
-        self.load_rules()
-        catch_up = True
+        started = False
         while not self.rt.stopping:
             try:
-                if catch_up:
-                    self.redo_pending()
-                    catch_up = False
+                if not started:
+                    self.start()
+                    started = True
                 self.housekeeping()
                 entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
                                          count=self.s.engine_read_count,
@@ -211,6 +278,10 @@ class Shard:
                 log.warning("redis unavailable (%s); retrying in 1 s", exc)
                 self.rt.stats.inc("redis_errors")
                 time.sleep(1.0)
-                catch_up = True
+        if started:
+            try:
+                self.checkpoint()
+            except redis.RedisError as exc:
+                log.warning("final checkpoint failed (%s); unacked entries will be redone", exc)
         self.rt.stop_beat()
         log.info("shard %d stopped", self.s.shard)

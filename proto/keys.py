@@ -68,6 +68,12 @@ def bars(sym: str) -> str:
     return f"sa:bars:{{{sym}}}"
 
 
+def engine_state(shard: int) -> str:
+    """Hash of a shard's checkpoint: rule id -> rule state JSON, plus the open bars. Shares
+    the hash tag of ``sa:ticks:{shard}`` so the checkpoint and the ack go in one MULTI."""
+    return f"sa:state:{{{shard}}}"
+
+
 def alert_seen(alert_id: str) -> str:
     """Marks an alert id as written. Its hash tag is the name ``sa:alerts``, so in a Redis
     Cluster it lives in the alert stream's slot and one script can check and append."""
