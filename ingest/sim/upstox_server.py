@@ -64,9 +64,15 @@ def _error(status: HTTPStatus, code: str, message: str) -> Response:
     return _response(status, orjson.dumps({"status": "error", "errors": [error]}))
 
 
-def _host_port(conn: ServerConnection) -> str:
-    host, port = conn.local_address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _public_base(conn: ServerConnection, request: Request) -> str:
+    """The scheme and host clients reach us by: the Host header (else the local address), and
+    ``wss`` behind a TLS-terminating proxy that sends ``X-Forwarded-Proto: https``."""
+    host = request.headers.get("Host")
+    if not host:
+        addr, port = conn.local_address[:2]
+        host = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    secure = request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    return f"{'wss' if secure else 'ws'}://{host}"
 
 
 class UpstoxSide:
@@ -100,7 +106,7 @@ class UpstoxSide:
         rejected = self._check_token(request)
         if rejected is not None:
             return rejected
-        location = self._issue_url(conn)
+        location = self._issue_url(conn, request)
         if path == AUTHORIZE_PATH:
             data = {"authorized_redirect_uri": location, "authorizedRedirectUri": location}
             return _response(HTTPStatus.OK, orjson.dumps({"status": "success", "data": data}))
@@ -117,13 +123,13 @@ class UpstoxSide:
                           "Invalid token used to access API")
         return None
 
-    def _issue_url(self, conn: ServerConnection) -> str:
+    def _issue_url(self, conn: ServerConnection, request: Request) -> str:
         now = time.monotonic()
         for stale in [c for c, expiry in self._codes.items() if expiry < now]:
             del self._codes[stale]
         code = secrets.token_urlsafe(18)
         self._codes[code] = now + CODE_TTL_S
-        return (f"ws://{_host_port(conn)}{FEEDS_PATH}?requestId={uuid.uuid4()}"
+        return (f"{_public_base(conn, request)}{FEEDS_PATH}?requestId={uuid.uuid4()}"
                 f"&code={code}")
 
     def _feed_socket(self, query: str, request: Request) -> Response | None:
