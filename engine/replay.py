@@ -2,13 +2,17 @@
 ticks with the very same rule book the live shards use; one JSON line per firing on stdout.
 
 CSV header: ``ts,symbol,ltp[,volume][,pc]``; ``ts`` is epoch milliseconds or ISO-8601 with
-an offset. Rules: a JSON array of rule objects (or one object, or ``{"rules": [...]}``).
+an offset. JSON lines of ticks (what ``stormalert decode`` prints) are read too, so recorded
+feed frames replay through a pipe:
+``stormalert decode --feed kite F | stormalert replay --ticks - --rules R``.
+Rules: a JSON array of rule objects (or one object, or ``{"rules": [...]}``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,8 +43,15 @@ TickRow = tuple[int, str, float, float | None, int]
 
 
 def read_ticks(stream: IO[str], name: str) -> Iterator[TickRow]:
-    """(ts_ms, symbol, ltp, pc, volume) per CSV row, in file order."""
-    reader = csv.DictReader(stream)
+    """(ts_ms, symbol, ltp, pc, volume) per row, in file order: CSV, or the JSON lines that
+    ``stormalert decode`` prints (so recorded feed frames replay through a pipe)."""
+    first = stream.read(1)
+    lines: Iterator[str] = itertools.chain([first + stream.readline()], stream) if first \
+        else iter(())
+    if first == "{":
+        yield from _json_lines(lines, name)
+        return
+    reader = csv.DictReader(lines)
     missing = {"ts", "symbol", "ltp"} - set(reader.fieldnames or [])
     if missing:
         raise ReplayError(f"{name}: header lacks {', '.join(sorted(missing))} "
@@ -53,6 +64,19 @@ def read_ticks(stream: IO[str], name: str) -> Iterator[TickRow]:
                    float(pc_text) if pc_text else None, int(vol_text) if vol_text else 0)
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"{name}:{reader.line_num}: {exc}") from None
+
+
+def _json_lines(lines: Iterator[str], name: str) -> Iterator[TickRow]:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = orjson.loads(line)
+            pc = d.get("pc")
+            yield (int(d["ts"]), str(d["sym"]), float(d["ltp"]),
+                   None if pc is None else float(pc), int(d.get("vol") or 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ReplayError(f"{name}:{n}: not a tick ({type(exc).__name__}: {exc})") from None
 
 
 def load_rules(path: Path) -> list[Rule]:
@@ -93,13 +117,18 @@ def replay(rules: list[Rule], ticks: Iterator[TickRow], out: IO[bytes]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stormalert replay", description=__doc__)
-    parser.add_argument("--ticks", required=True, type=Path, help="CSV of recorded ticks")
+    parser.add_argument("--ticks", required=True, type=Path,
+                        help="recorded ticks: CSV, or JSON lines from `stormalert decode`; "
+                             "- reads stdin")
     parser.add_argument("--rules", required=True, type=Path, help="JSON file of rules")
     args = parser.parse_args(argv)
     try:
         rules = load_rules(args.rules)
-        with args.ticks.open(newline="") as f:
-            replay(rules, read_ticks(f, str(args.ticks)), sys.stdout.buffer)
+        if str(args.ticks) == "-":
+            replay(rules, read_ticks(sys.stdin, "stdin"), sys.stdout.buffer)
+        else:
+            with args.ticks.open(newline="") as f:
+                replay(rules, read_ticks(f, str(args.ticks)), sys.stdout.buffer)
     except (ReplayError, OSError) as exc:
         print(f"stormalert replay: {exc}", file=sys.stderr)
         return 2

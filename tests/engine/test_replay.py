@@ -49,3 +49,30 @@ def test_replay_errors_name_the_line(tmp_path):
     bad = [{"symbol": "NSE:INFY", "kind": "trailing_pct", "params": {"pct": 150}}]
     out = run(tmp_path, rules=bad)
     assert out.returncode == 2 and "rule #0: params.pct: pct must be below 100" in out.stderr
+
+
+def test_recorded_kite_frames_replay_through_decode(tmp_path, fixtures_dir):
+    """stormalert decode | stormalert replay: frames in, firings out."""
+    frame = fixtures_dir / "kite" / "kiteconnectjs" / "fullMode_binary.packet"
+    decoded = subprocess.run([sys.executable, "-m", "deploy", "decode", "--feed", "kite",
+                              str(frame)], capture_output=True, cwd=ROOT, timeout=60, check=True)
+    tick = orjson.loads(decoded.stdout.splitlines()[0])
+    rules = [{"id": "t", "symbol": tick["sym"], "kind": "cross_above",
+              "params": {"level": tick["ltp"]}}]
+    (tmp_path / "r.json").write_bytes(orjson.dumps(rules))
+    below = {**tick, "ltp": tick["ltp"] - 1, "ts": tick["ts"] - 1000}
+    stdin = orjson.dumps(below) + b"\n" + decoded.stdout
+    out = subprocess.run([sys.executable, "-m", "deploy", "replay", "--ticks", "-", "--rules",
+                          str(tmp_path / "r.json")], input=stdin, capture_output=True, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    fired = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert [(f["rule"], f["ts"], f["ltp"]) for f in fired] == [("t", tick["ts"], tick["ltp"])]
+
+
+def test_json_lines_errors_name_the_line(tmp_path):
+    (tmp_path / "r.json").write_bytes(orjson.dumps(RULES))
+    out = subprocess.run([sys.executable, "-m", "deploy", "replay", "--ticks", "-", "--rules",
+                          str(tmp_path / "r.json")], input=b'{"sym": "NSE:INFY"}\n',
+                         capture_output=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and b"stdin:1: not a tick" in out.stderr
