@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.kinds import classic, levels
+from engine.kinds import averages, classic, levels, orb, volume
 from proto.rulekinds import (
     BUILTIN_PARAMS,
     REGISTRY,
@@ -44,7 +44,8 @@ def _builtin_table(kinds: tuple[RuleKind[Any], ...]) -> dict[str, RuleKind[Any]]
     return table
 
 
-BUILTIN = _builtin_table((*classic.KINDS, *levels.KINDS))
+BUILTIN = _builtin_table(
+    (*classic.KINDS, *levels.KINDS, *volume.KINDS, *averages.KINDS, *orb.KINDS))
 
 
 def kind_of(name: str) -> RuleKind[Any]:

@@ -217,4 +217,9 @@ BUILTIN_PARAMS: dict[str, type[Params]] = {
     "above": LevelRearmParams,
     "below": LevelRearmParams,
     "channel": ChannelParams,
+    "volume_spike": VolumeSpikeParams,
+    "sma_cross": MaCrossParams,
+    "ema_cross": MaCrossParams,
+    "rsi": RsiParams,
+    "orb": OrbParams,
 }
