@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from ingest.sim import universe
+from ingest.sim import cli_options, universe
 from ingest.sim.market import Market
 from ingest.sim.server import Simulator, serve_forever
 from proto.runtime import run_async, setup_logging
@@ -30,15 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--upstox-token", help="the only Upstox bearer token accepted "
                         "(default: any non-empty one)")
+    cli_options.add_arguments(parser)
     args = parser.parse_args(argv)
+    options = cli_options.build_options(args, parser)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
     if args.rate < 0:
         parser.error("--rate must be >= 0")
     setup_logging("sim", args.log_level)
     instruments = universe.build(args.symbols, args.seed)
-    market = Market(instruments, args.rate, args.seed, int(time.time()))
-    sim = Simulator(instruments, market)
+    market = Market(instruments, args.rate, args.seed, int(options.clock()))
+    sim = Simulator(instruments, market, options)
     sim.upstox.accepted_token = args.upstox_token
 
     async def run() -> None:

@@ -8,6 +8,7 @@ the rest of the budget (``rate`` ticks per second) is spread uniformly over the 
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Sequence
 
 from ingest.sim.kite_wire import U32_MAX, Level, Quote
@@ -28,6 +29,10 @@ class Market:
         self._budget = 0.0
         self._steps = 0
         self._stale_books: set[int] = set()
+        # Per-instrument volatility, scaled by the intraday multiplier the server sets.
+        self.volatility = [base_volatility(inst) for inst in self.instruments]
+        self.vol_scale = 1.0
+        self.closed: frozenset[int] = frozenset()  # instruments whose market is shut now
         self.quotes = [self._opening(inst, now_s) for inst in self.instruments]
 
     def _opening(self, inst: Instrument, now_s: int) -> Quote:
@@ -48,6 +53,8 @@ class Market:
         self._budget = max(self._budget, -self.rate)  # the named floor does not starve later
         if extra:
             chosen += self._rng.choices(range(len(self.instruments)), k=extra)
+        if self.closed:
+            chosen = [i for i in chosen if i not in self.closed]
         for index in chosen:
             self._trade(index, now_s)
         return chosen
@@ -55,7 +62,8 @@ class Market:
     def _trade(self, index: int, now_s: int) -> None:
         inst, q, rng = self.instruments[index], self.quotes[index], self._rng
         tick = max(round(inst.tick_size * inst.divisor), 1)
-        move = round(q.ltp * rng.gauss(0.0, _VOLATILITY) / tick) * tick
+        move = round(q.ltp * rng.gauss(0.0, self.volatility[index] * self.vol_scale)
+                     / tick) * tick
         q.ltp = _clamp(max(q.ltp + move, tick))
         q.high, q.low = max(q.high, q.ltp), min(q.low, q.ltp)
         q.exchange_ts = now_s
@@ -75,6 +83,23 @@ class Market:
             q.oi_day_low = q.oi if q.oi_day_low == 0 else min(q.oi_day_low, q.oi)
         self._stale_books.add(index)
 
+    def set_trade(self, index: int, price: float, volume: int | None, close: float | None,
+                  now_s: int) -> None:
+        """A trade from outside the random walk (a replayed tick), prices in rupees."""
+        inst, q = self.instruments[index], self.quotes[index]
+        q.ltp = _clamp(round(price * inst.divisor))
+        if close is not None:
+            q.close = _clamp(round(close * inst.divisor))
+        q.high, q.low = max(q.high, q.ltp), min(q.low, q.ltp)
+        q.exchange_ts = now_s
+        if inst.is_index:
+            return
+        if volume is not None:
+            q.last_qty = max(volume - q.volume, 0)
+            q.volume = _clamp(volume)
+        q.last_trade_time = now_s
+        self._stale_books.add(index)
+
     def ensure_book(self, index: int) -> None:
         """Refresh an instrument's depth before a full packet shows it. Lazy, because depth
         costs twice a trade and most trades are superseded within the step or sent in
@@ -92,6 +117,16 @@ class Market:
                         1 + int(draw() * 30)) for n in range(5)]
         q.asks = [Level(1 + int(draw() * 2000), min(ltp + tick * n, U32_MAX),
                         1 + int(draw() * 30)) for n in range(5)]
+
+
+def base_volatility(inst: Instrument) -> float:
+    """A stable per-instrument volatility: indices calmer than stocks, currencies calmest,
+    each stock somewhere in 0.6x-1.6x of the base (from its token, so seeds keep their walk)."""
+    if inst.is_index:
+        return _VOLATILITY * 0.5
+    if inst.exchange in ("CDS", "BCD"):
+        return _VOLATILITY * 0.3
+    return _VOLATILITY * (0.6 + (zlib.crc32(inst.token.to_bytes(8, "big")) % 1000) / 1000)
 
 
 def _clamp(value: int) -> int:

@@ -24,7 +24,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ingest.sim import kite_wire as wire
+from ingest.sim.connection import SimConnection
+from ingest.sim.faults import Faults
+from ingest.sim.hours import TradingGate
 from ingest.sim.market import STEP_S, Market
+from ingest.sim.options import SimOptions
+from ingest.sim.replay import ReplayRow, replay
 from ingest.sim.universe import Instrument, instruments_csv_gz
 from ingest.sim.upstox_server import UpstoxSide
 
@@ -105,7 +110,9 @@ class KiteSession:
         for t in known:
             if action == "mode" or t not in self.modes:
                 self.modes[t] = mode
-        return [self.sim.index_of[t] for t in known]
+        played = self.sim.played  # replaying: nothing to show before its first tick
+        return [self.sim.index_of[t] for t in known
+                if played is None or self.sim.index_of[t] in played]
 
     def _send_text(self, payload: dict[str, object]) -> None:
         self.sim.spawn(self.ws.send(orjson.dumps(payload).decode()))
@@ -140,10 +147,15 @@ class KiteSession:
 
 
 class Simulator:
-    def __init__(self, instruments: list[Instrument], market: Market) -> None:
+    def __init__(self, instruments: list[Instrument], market: Market,
+                 options: SimOptions | None = None) -> None:
         self.instruments = instruments
         self.market = market
+        self.options = options or SimOptions()
+        self.faults = Faults(self.options.faults)
+        self.played: set[int] | None = None if self.options.replay is None else set()
         self.index_of = {inst.token: i for i, inst in enumerate(instruments)}
+        self.index_of_symbol = {inst.symbol: i for i, inst in enumerate(instruments)}
         self.exchanges = {inst.exchange for inst in instruments}
         self.sessions: set[KiteSession] = set()
         self.upstox = UpstoxSide(instruments, market)
@@ -162,18 +174,34 @@ class Simulator:
         path = url.path.rstrip("/")
         if path == "" and request.headers.get("Upgrade", "").lower() == "websocket":
             query = parse_qs(url.query)
-            if not query.get("api_key") or not query.get("access_token"):
-                return _error(HTTPStatus.FORBIDDEN, "missing api_key or access_token",
-                              "TokenException")
-            return None
+            return self._refused(query.get("api_key", [""])[0],
+                                 query.get("access_token", [""])[0])
+        if path == "/session/token" and request.method == "POST":
+            return self._session(_conn)
         if path == "/instruments" or path.startswith("/instruments/"):
             return self._instruments(path, request)
         return _error(HTTPStatus.NOT_FOUND, f"no route {url.path!r}")
 
+    def _refused(self, api_key: str, access_token: str) -> Response | None:
+        refusal = self.options.auth.check(api_key, access_token)
+        if refusal is None:
+            return None
+        return _error(refusal.status, refusal.message, refusal.error_type)
+
+    def _session(self, conn: ServerConnection) -> Response:
+        data, refusal = self.options.auth.session(getattr(conn, "request_body", b""))
+        if refusal is not None:
+            return _error(refusal.status, refusal.message, refusal.error_type)
+        return _response(HTTPStatus.OK, orjson.dumps({"status": "success", "data": data}),
+                         "application/json")
+
     def _instruments(self, path: str, request: Request) -> Response:
-        if not request.headers.get("Authorization", "").startswith("token "):
-            return _error(HTTPStatus.FORBIDDEN, "missing 'Authorization: token key:token'",
-                          "TokenException")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        api_key, _, access_token = credentials.partition(":")
+        refused = self._refused(api_key, access_token) if scheme == "token" else _error(
+            HTTPStatus.FORBIDDEN, "missing 'Authorization: token key:token'", "TokenException")
+        if refused is not None:
+            return refused
         exchange = path.removeprefix("/instruments").strip("/") or None
         if exchange is not None and exchange not in self.exchanges:
             return _error(HTTPStatus.BAD_REQUEST, f"unknown exchange {exchange!r}",
@@ -188,6 +216,7 @@ class Simulator:
             await self.upstox.handle(ws)
             return
         session = KiteSession(ws, self)
+        self.faults.attach(ws)
         self.sessions.add(session)
         log.info("kite client connected from %s", ws.remote_address)
         try:
@@ -198,13 +227,44 @@ class Simulator:
             self.sessions.discard(session)
             log.info("kite client from %s gone", ws.remote_address)
 
+    def publish(self, indices: list[int]) -> None:
+        for session in list(self.sessions):
+            session.notify(indices)
+        self.upstox.notify(indices)
+
+    # What a replay needs (ingest.sim.replay.Stage).
+    def subscribed(self) -> bool:
+        return any(session.modes for session in self.sessions)
+
+    def pending(self) -> bool:
+        return any(not session.steps.empty() for session in self.sessions)
+
+    def play(self, rows: list[ReplayRow]) -> None:
+        indices = [self.index_of_symbol[row.symbol] for row in rows]
+        for index, row in zip(indices, rows, strict=True):
+            self.market.set_trade(index, row.ltp, row.volume, row.pc, row.ts_ms // 1000)
+        if self.played is not None:
+            self.played.update(indices)
+        self.publish(indices)
+
     async def market_loop(self) -> None:
+        plan = self.options.replay
+        if plan is not None:
+            known = [row for row in plan.rows if row.symbol in self.index_of_symbol]
+            if len(known) < len(plan.rows):
+                log.warning("replay: %d rows name symbols outside the universe, skipped",
+                            len(plan.rows) - len(known))
+            await replay(known, self, plan.speed)
+            await asyncio.Future()  # the file is over: keep serving heartbeats
+        clock = self.options.clock
+        gate = TradingGate(self.options.hours, [inst.exchange for inst in self.instruments])
         next_at = time.monotonic()
         while True:
-            indices = self.market.step(int(time.time()))
-            for session in list(self.sessions):
-                session.notify(indices)
-            self.upstox.notify(indices)
+            now = clock()
+            if gate.update(now):
+                self.market.closed = gate.closed
+            self.market.vol_scale = gate.volatility(now)
+            self.publish(self.market.step(int(now)))
             next_at += STEP_S
             await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
 
@@ -213,12 +273,16 @@ async def serve_forever(sim: Simulator, host: str, port: int) -> None:
     """Serve until cancelled; prints the one ``sim listening on`` line once bound."""
     server: Server
     async with serve(sim.handle, host, port, process_request=sim.process_request,
-                     max_size=2**20, ping_interval=20, close_timeout=2) as server:
+                     create_connection=SimConnection, max_size=2**20, ping_interval=20,
+                     close_timeout=2) as server:
         bound = server.sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"sim listening on http://{shown}:{bound[1]}", flush=True)
         try:
-            await sim.market_loop()
+            async with asyncio.TaskGroup() as tg:
+                if sim.faults.config.any:
+                    tg.create_task(sim.faults.run(), name="sim-faults")
+                await sim.market_loop()
         finally:
             with contextlib.suppress(Exception):
                 server.close()
