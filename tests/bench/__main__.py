@@ -1,12 +1,15 @@
 """``make bench``: every benchmark, each with its reference measured in the same run.
 
-``python -m tests.bench [pipeline|decode|delivery] [ARGS]`` runs one of them."""
+``python -m tests.bench [decode|engine|pipeline|delivery] [ARGS]`` runs one of them."""
 
 import sys
 
-from tests.bench import decode, delivery, pipeline
+from tests.bench import decode, delivery, engine, pipeline
 
-BENCHES = {"decode": decode.main, "pipeline": pipeline.main, "delivery": delivery.main}
+BENCHES = {
+    "decode": decode.main, "engine": engine.main, "pipeline": pipeline.main,
+    "delivery": delivery.main,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in BENCHES:

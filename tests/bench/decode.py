@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ingest import kite
 from ingest.sim import kite_wire as wire
+from tests.bench import upstox_decode
 from tests.bench.common import machine
 from tests.ingest.kite_oracle import official
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs = rate(lambda f=frame: official(f), args.seconds)
         print(f"{mode:5s} ours {ours:>11,.0f} ticks/s  KiteTicker._parse_binary "
               f"{theirs:>9,.0f} ticks/s  ratio {ours / theirs:5.1f}x")
+    upstox_decode.main(args.seconds)
     return 0
 
 
