@@ -21,7 +21,7 @@ Proto3 does not send zeros, so a zero ``cp``, ``oi``, bid or ask price reads as 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.internal import api_implementation
@@ -96,7 +96,7 @@ def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> li
         sym = get_sym(key) or f"UPSTOX:{key}"
         if kind == "fullFeed":
             full = feed.fullFeed
-            if full.WhichOneof("FullFeedUnion") == "marketFF":
+            if full.HasField("marketFF"):
                 append(_market_full(full.marketFF, key, sym, fallback_ms, recv_us))
             else:
                 append(_index_full(full.indexFF, key, sym, fallback_ms, recv_us))
@@ -118,11 +118,7 @@ def _market_full(ff: pb.MarketFullFeed, key: str, sym: str, fallback_ms: int,
         bid, ask = best.bidP or None, best.askP or None
     else:
         bid = ask = None
-    o = h = lo = None
-    for bar in ff.marketOHLC.ohlc:
-        if bar.interval == DAY_INTERVAL:
-            o, h, lo = bar.open, bar.high, bar.low
-            break
+    o, h, lo = _day_bar(ff.marketOHLC.ohlc)
     return Tick(sym, key, SOURCE, c.ltp, ff.vtt, c.ltt or fallback_ms, recv_us,
                 ff.oi or None, bid, ask, c.cp or None, o, h, lo)
 
@@ -130,13 +126,23 @@ def _market_full(ff: pb.MarketFullFeed, key: str, sym: str, fallback_ms: int,
 def _index_full(ix: pb.IndexFullFeed, key: str, sym: str, fallback_ms: int,
                 recv_us: int) -> Tick:
     c = ix.ltpc
-    o = h = lo = None
-    for bar in ix.marketOHLC.ohlc:
-        if bar.interval == DAY_INTERVAL:
-            o, h, lo = bar.open, bar.high, bar.low
-            break
+    o, h, lo = _day_bar(ix.marketOHLC.ohlc)
     return Tick(sym, key, SOURCE, c.ltp, 0, c.ltt or fallback_ms, recv_us,
                 None, None, None, c.cp or None, o, h, lo)
+
+
+def _day_bar(bars: Sequence[pb.OHLC]) -> tuple[float | None, float | None, float | None]:
+    """Open, high, low of the "1d" bar. Upstox sends it first: index before iterating."""
+    if not bars:
+        return None, None, None
+    bar = bars[0]
+    if bar.interval != DAY_INTERVAL:
+        for bar in bars:
+            if bar.interval == DAY_INTERVAL:
+                break
+        else:
+            return None, None, None
+    return bar.open, bar.high, bar.low
 
 
 def _first_level(fl: pb.FirstLevelWithGreeks, key: str, sym: str, fallback_ms: int,
