@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from engine.kinds import Evaluator, Ref, describe, make_evaluator
+from engine.session import Session
 from proto.rules import Rule
 
 log = logging.getLogger(__name__)
@@ -18,14 +19,16 @@ log = logging.getLogger(__name__)
 class Armed:
     """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
 
-    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "last_fire_t", "once",
-                 "rule")
+    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "last_fire_t",
+                 "market_hours", "once", "per_bar", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.evaluator: Evaluator = make_evaluator(rule.kind, rule.params)
         self.cooldown_ms = rule.cooldown_s * 1000
         self.once = rule.frequency == "once"
+        self.per_bar = rule.frequency == "once_per_bar"
+        self.market_hours = rule.market_hours_only
         self.expires_at = rule.expires_at
         self.last_fire_t: int | None = None
         self.done = False
@@ -40,7 +43,9 @@ class Armed:
         ref = self.evaluator.step(p, t, pc, vol)
         if ref is None:
             return None
-        if self.last_fire_t is not None and t < self.last_fire_t + self.cooldown_ms:
+        last = self.last_fire_t
+        if last is not None and (t < last + self.cooldown_ms or (
+                self.per_bar and t // 60_000 == last // 60_000)):
             return None  # suppressed: changes no state
         self.evaluator.fired(p, t)
         self.last_fire_t = t
@@ -59,7 +64,8 @@ class Firing:
 class Book:
     """Armed rules by symbol; a tick costs only the rules of its symbol."""
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session | None = None) -> None:
+        self.session = session or Session()
         self.by_symbol: dict[str, list[Armed]] = {}
         self.by_id: dict[str, Armed] = {}
         self.prev_close: dict[str, float] = {}
@@ -100,6 +106,8 @@ class Book:
         firings: list[Firing] = []
         finished = False
         for armed in rules:
+            if armed.market_hours and not self.session.is_open(t):
+                continue  # outside the session the rule does not see the tick at all
             try:
                 ref = armed.on_tick(p, t, pc, vol)
             except Exception:  # a broken rule is disabled, the shard lives on

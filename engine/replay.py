@@ -15,13 +15,14 @@ import csv
 import itertools
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from engine.book import Book
+from engine.session import Session
 from proto.rules import Rule, RuleError, parse_rule
 
 
@@ -100,8 +101,9 @@ def load_rules(path: Path) -> list[Rule]:
     return rules
 
 
-def replay(rules: list[Rule], ticks: Iterator[TickRow], out: IO[bytes]) -> int:
-    book = Book()
+def replay(rules: list[Rule], ticks: Iterator[TickRow], out: IO[bytes],
+           holidays: frozenset[date] = frozenset()) -> int:
+    book = Book(Session(holidays))
     for rule in rules:
         book.put(rule.model_copy(update={"active": True}))
     fired = 0
@@ -121,14 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="recorded ticks: CSV, or JSON lines from `stormalert decode`; "
                              "- reads stdin")
     parser.add_argument("--rules", required=True, type=Path, help="JSON file of rules")
+    parser.add_argument("--holiday", action="append", default=[], type=date.fromisoformat,
+                        metavar="YYYY-MM-DD", help="an exchange holiday (for market-hours rules)")
     args = parser.parse_args(argv)
     try:
         rules = load_rules(args.rules)
+        holidays = frozenset(args.holiday)
         if str(args.ticks) == "-":
-            replay(rules, read_ticks(sys.stdin, "stdin"), sys.stdout.buffer)
+            replay(rules, read_ticks(sys.stdin, "stdin"), sys.stdout.buffer, holidays)
         else:
             with args.ticks.open(newline="") as f:
-                replay(rules, read_ticks(f, str(args.ticks)), sys.stdout.buffer)
+                replay(rules, read_ticks(f, str(args.ticks)), sys.stdout.buffer, holidays)
     except (ReplayError, OSError) as exc:
         print(f"stormalert replay: {exc}", file=sys.stderr)
         return 2

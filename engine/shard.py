@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import date
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ import redis
 from engine import checkpoint
 from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
+from engine.session import Session
 from proto import bus, keys, store
 from proto.events import Alert, CodecError, Tick, decode_ticks, quote_json
 from proto.rules import RuleError
@@ -41,6 +43,8 @@ class EngineSettings(BaseSettings):
     engine_block_ms: int = 200
     engine_claim_idle_ms: int = 60_000
     engine_checkpoint_s: float = 2.0
+    # Exchange holidays (YYYY-MM-DD, a JSON list in the environment) for market-hours rules.
+    engine_holidays: tuple[date, ...] = ()
 
 
 def alert_id(rule_id: str, entry_id: str, index: int) -> str:
@@ -66,7 +70,7 @@ class Shard:
         self.stream = keys.ticks(settings.shard)
         self.state_key = keys.engine_state(settings.shard)
         self.consumer = f"engine-{settings.shard}"
-        self.book = Book()
+        self.book = Book(Session(frozenset(settings.engine_holidays)))
         self.bars = BarBuilder()
         self.rules_cursor = "0-0"
         self._next_rules = self._next_claim = self._next_trim = self._next_quotes = 0.0

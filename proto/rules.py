@@ -56,8 +56,9 @@ class Rule(BaseModel):
     symbol: str
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
-    frequency: Literal["once", "every"] = "every"
+    frequency: Literal["once", "every", "once_per_bar"] = "every"
     cooldown_s: float = 0.0
+    market_hours_only: bool = False
     expires_at: int | None = None  # epoch ms; ISO-8601 accepted on input
     channels: list[str] = Field(default_factory=lambda: ["default"])
     active: bool = True

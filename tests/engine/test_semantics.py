@@ -163,3 +163,42 @@ def test_a_rule_that_raises_is_disabled_and_others_live_on():
     book.on_tick(S, 99, 0, None)
     assert [f.rule.id for f in book.on_tick(S, 101, 1, None)] == ["ok"]
     assert "bad" not in book.by_id and book.errors == 1
+
+
+# Options every kind shares (README "Rules"): once per one-minute bar, and market hours only.
+IST_0915 = 1_700_106_300_000  # Thursday 2023-11-16 09:15:00 IST
+
+
+def test_once_per_bar_suppresses_the_rest_of_the_minute_without_state_change():
+    rule = {"kind": "trailing_pct", "params": {"pct": 10}, "frequency": "once_per_bar"}
+    m = IST_0915
+    ticks = [(m, 100), (m + 1_000, 90), (m + 2_000, 100), (m + 3_000, 89),
+             (m + 60_000, 80.9), (m + 61_000, 80.1)]
+    # 90 fires (peak 100 -> 90); 89 is in the same minute: suppressed, so the peak stays at 100
+    # (a firing would have reset it to 89); 80.9 is a new minute: fires, as 80.9 <= 100*0.9.
+    assert fire_indices(rule, ticks) == [1, 4]
+
+
+@pytest.mark.parametrize(("t", "seen"), [
+    (IST_0915 - 60_000, False),          # 09:14 IST: before the open
+    (IST_0915, True),                    # 09:15: open
+    (IST_0915 + 375 * 60_000 - 1, True),  # 15:29:59.999
+    (IST_0915 + 375 * 60_000, False),    # 15:30: closed
+    (IST_0915 + 2 * 86_400_000, False),  # Saturday
+])
+def test_market_hours_only_rules_do_not_see_ticks_outside_the_session(t, seen):
+    rule = {"kind": "cross_above", "params": {"level": 100}, "market_hours_only": True}
+    inside = IST_0915 + 60_000  # 09:16
+    # The cross needs both ticks seen: one at 09:16, the other at t (in time order).
+    ticks = [(inside, 99), (t, 101)] if t > inside else [(t, 99), (inside, 101)]
+    assert (fire_indices(rule, ticks) == [1]) == seen
+
+
+def test_holidays_close_the_session():
+    from datetime import date
+
+    from engine.session import Session
+
+    session = Session(frozenset({date(2023, 11, 16)}))
+    assert not session.is_open(IST_0915 + 60_000)
+    assert Session().is_open(IST_0915 + 60_000)
