@@ -13,6 +13,7 @@ from proto import keys
 
 LATENCY_SAMPLE = 1000
 FEED_TROUBLE = ("reconnects", "decode_errors", "drops", "write_errors")
+FEEDS = ("kite", "upstox", "sim")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -41,6 +42,11 @@ def collect(r: redis.Redis) -> dict[str, Any]:
             groups[g["name"]] = {"pending": g["pending"], "lag": g.get("lag"),
                                  "consumers": g["consumers"]}
         streams[stream] = {"length": r.xlen(stream), "groups": groups}
+    feeds = {}
+    for feed in FEEDS:
+        state = r.hgetall(keys.feed_state(feed))
+        if state:
+            feeds[feed] = state
     latencies = []
     for _id, fields in r.xrevrange(keys.ALERTS, count=LATENCY_SAMPLE):  # type: ignore[union-attr]
         try:
@@ -49,6 +55,7 @@ def collect(r: redis.Redis) -> dict[str, Any]:
             continue
     return {
         "processes": beats,
+        "feeds": feeds,
         "streams": streams,
         "latency_ms": {"samples": len(latencies), "p50": percentile(latencies, 0.50),
                        "p99": percentile(latencies, 0.99)},
@@ -71,6 +78,13 @@ def render(status: dict[str, Any]) -> str:
                      + "".join(f" {k}={counters[k]}" for k in FEED_TROUBLE if counters.get(k)))
         lines.append(f"  {name:<14} pid={beat.get('pid')} up={beat.get('up_s')}s "
                      f"beat={beat['age_s']}s ago{extra} {rate_text}".rstrip())
+    for feed, state in status.get("feeds", {}).items():
+        since = state.get("since")
+        ago = f" for {time.time() - float(since):.0f} s" if since else ""
+        reason = f": {state['reason']}" if state.get("reason") else ""
+        action = (" — log in to the broker again (the daily token expired or was refused)"
+                  if state.get("state") == "needs_login" else "")
+        lines.append(f"Feed {feed}: {state.get('state', '?')}{ago}{reason}{action}")
     lines.append("Streams:")
     for stream, info in status["streams"].items():
         groups = ", ".join(f"group {g}: lag={v['lag']} pending={v['pending']}"

@@ -88,3 +88,10 @@ def test_status_reports_streams_and_latency(master, redis_url):
     assert "sa:alerts" in out.stdout and "p50=2.00 ms" in out.stdout
     data = orjson.loads(cli(redis_url, "status", "--json").stdout)
     assert data["streams"]["sa:alerts"]["length"] == 1
+
+
+def test_status_shows_a_feed_that_needs_login(master, redis_url):
+    master.hset(keys.feed_state("kite"), mapping={"state": "needs_login", "since": "1",
+                                                  "reason": "403 TokenException"})
+    out = cli(redis_url, "status")
+    assert "Feed kite: needs_login" in out.stdout and "log in to the broker" in out.stdout
