@@ -110,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stormalert", description="Real-time stock alerts.")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run everything (embedded Redis and simulator by default)")
-    up.add_argument("--feed", choices=["sim", "kite"])
+    up.add_argument("--feed", choices=["sim", "kite", "upstox"])
     up.add_argument("--shards", type=int)
     up.add_argument("--port", type=int, help="dashboard port (default 8000)")
     for name, module in PROCESS_COMMANDS.items():

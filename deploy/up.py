@@ -38,7 +38,7 @@ DEMO_RULES = [
 class UpSettings(BaseSettings):
     redis_url: str | None = None  # type: ignore[assignment]  # None: start an embedded Redis
     data_dir: Path = Path("var")
-    feed: str = Field(default="sim", pattern="^(sim|kite)$")
+    feed: str = Field(default="sim", pattern="^(sim|kite|upstox)$")
     shards: int = Field(default=2, ge=1, le=64)
     port: int = Field(default=8000, ge=1, le=65535)
     host: str = "127.0.0.1"
