@@ -45,6 +45,7 @@ class FeedStatus:
         return self._shown[0] if self._shown else RECONNECTING
 
     async def up(self, connection: str) -> None:
+        self._login_reason = None  # a connection is up: whatever token it used is good
         self._down.pop(connection, None)
         self._up.add(connection)
         await self._publish()
@@ -63,11 +64,6 @@ class FeedStatus:
     async def needs_login(self, reason: str) -> None:
         self._login_reason = reason
         await self._publish()
-
-    async def logged_in(self) -> None:
-        if self._login_reason is not None:
-            self._login_reason = None
-            await self._publish()
 
     async def stopped(self) -> None:
         await self._write(STOPPED, "ingest stopped")

@@ -196,7 +196,9 @@ class KiteConnection:
         gap_ms = round((time.monotonic() - self._last_frame) * 1000)
         self._stats.inc("gaps")
         self._stats.inc("gap_ms", gap_ms)
-        self._stats.gauges["last_gap_ms"] = gap_ms
+        gauges = self._stats.gauges
+        gauges["last_gap_ms"] = gap_ms
+        gauges["max_gap_ms"] = max(gauges.get("max_gap_ms", 0), gap_ms)
         log.info("%s: data again after a %d ms gap", self.name, gap_ms)
 
     def _text(self, message: str) -> None:

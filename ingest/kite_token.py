@@ -61,6 +61,7 @@ class AccessTokens:
         self._expiry = expiry
         self._clock = clock
         self._refused: dict[str, str] = {}  # token -> why; kept only in memory
+        self._last_stored = ""
         self._first_seen: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
@@ -70,16 +71,15 @@ class AccessTokens:
             while True:
                 token = await self._pick()
                 if token is not None:
-                    await self._status.logged_in()
-                    return token
+                    return token  # needs_login stays until a connection is up with it
                 await asyncio.sleep(self._poll_s)
 
     async def refuse(self, token: AccessToken, reason: str) -> None:
         """Kite refused this token: never use it again; needs_login unless another is ready."""
         if token.value not in self._refused:
-            self._refused[token.value] = reason
+            self._refused[token.value] = f"{token.source} token: {reason}"
             log.warning("access token from %s refused: %s", token.source, reason)
-        await self._status.needs_login(reason)
+        await self._status.needs_login(self._why())
 
     async def expire(self, token: AccessToken) -> None:
         when = ist_text(token.expires_at) if token.expires_at else "now"
@@ -96,18 +96,25 @@ class AccessTokens:
                 first = self._first_seen.setdefault(value, now)
                 expires_at = next_daily(first, self._expiry)
                 if expires_at <= now:
-                    self._refused[value] = "expired"
+                    self._refused[value] = f"{source} token expired at {ist_text(expires_at)}"
                     continue
             return AccessToken(value, source, expires_at)
-        if not self._refused and not stored and not self._configured:
-            await self._status.needs_login(NO_TOKEN_REASON)
-        elif self._status.state != "needs_login":
-            await self._status.needs_login("every known access token was refused or expired")
+        await self._status.needs_login(self._why())
         return None
+
+    def _why(self) -> str:
+        """Why there is no usable token, from the most preferred candidate that failed."""
+        for value in (self._last_stored, self._configured):
+            if value in self._refused:
+                return self._refused[value]
+        return NO_TOKEN_REASON
 
     async def _stored(self) -> str:
         try:
-            return read_stored(await self._r.get(keys.feed_token(TOKEN_FEED)))
+            stored = read_stored(await self._r.get(keys.feed_token(TOKEN_FEED)))
         except redis.RedisError as exc:
             log.warning("could not read the stored access token: %s", exc)
             return ""
+        if stored:
+            self._last_stored = stored
+        return stored

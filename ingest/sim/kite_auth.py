@@ -66,6 +66,13 @@ class KiteAuth:
             return RestError(HTTPStatus.FORBIDDEN, EXPIRED_TOKEN, "TokenException")
         return None
 
+    def expires_in(self, access_token: str) -> float | None:
+        """Seconds until this accepted token expires; None when tokens do not expire."""
+        if self.expire_after_s is None:
+            return None
+        issued = self._issued.get(access_token, self._started)
+        return max(issued + self.expire_after_s - self._clock(), 0.0)
+
     def session(self, form_body: bytes) -> tuple[dict[str, object] | None, RestError | None]:
         """Answer ``POST /session/token``: Kite's session data, or the error to send."""
         form = {k: v[0] for k, v in parse_qs(form_body.decode("utf-8", "replace")).items()}

@@ -219,13 +219,26 @@ class Simulator:
         self.faults.attach(ws)
         self.sessions.add(session)
         log.info("kite client connected from %s", ws.remote_address)
+        expiry = self._end_at_expiry(ws)
         try:
             await session.run()
         except* ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.sessions.discard(session)
             log.info("kite client from %s gone", ws.remote_address)
+
+    def _end_at_expiry(self, ws: ServerConnection) -> asyncio.TimerHandle | None:
+        """Close the session when its access token expires, as Kite does at the daily expiry."""
+        token = parse_qs(urlsplit(ws.request.path).query).get("access_token", [""])[0] \
+            if ws.request is not None else ""
+        delay = self.options.auth.expires_in(token)
+        if delay is None:
+            return None
+        return asyncio.get_running_loop().call_later(
+            delay, lambda: self.spawn(ws.close(1000, "access token expired")))
 
     def publish(self, indices: list[int]) -> None:
         for session in list(self.sessions):
