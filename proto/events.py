@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 Fields = dict[str, str]
@@ -23,8 +24,11 @@ class CodecError(ValueError):
     """A stream entry that cannot be read as the event it claims to be."""
 
 
-@dataclass(slots=True)
-class Tick:
+class Tick(msgspec.Struct, gc=False):
+    """One market-data tick. A C-level struct (msgspec) rather than a dataclass: ingest builds
+    one per feed packet and the engine one per tick read, and construction here costs a
+    third of a slotted dataclass's. Fields hold only scalars, so the cycle GC may skip them."""
+
     sym: str
     tok: str
     src: str
