@@ -55,8 +55,7 @@ class UpstoxTokens:
                 stored = await self._stored()
                 for token in (stored, self._configured):
                     if token and token not in self._refused:
-                        await self._status.logged_in()
-                        return token
+                        return token  # needs_login holds until a connection is up with it
                 await self._status.needs_login(self._refusal or NO_TOKEN_REASON)
                 await asyncio.sleep(self._poll_s)
 
