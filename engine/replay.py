@@ -11,11 +11,9 @@ Rules: a JSON array of rule objects (or one object, or ``{"rules": [...]}``).
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,61 +21,12 @@ import orjson
 
 from engine.book import Book
 from engine.session import Session
+from proto import recorded
 from proto.rules import Rule, RuleError, parse_rule
 
 
 class ReplayError(ValueError):
     """Bad replay input; the message names the file and line."""
-
-
-def parse_ts(text: str) -> int:
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise ValueError("ISO-8601 time needs an offset, e.g. +05:30")
-    return int(when.timestamp() * 1000)
-
-
-TickRow = tuple[int, str, float, float | None, int]
-
-
-def read_ticks(stream: IO[str], name: str) -> Iterator[TickRow]:
-    """(ts_ms, symbol, ltp, pc, volume) per row, in file order: CSV, or the JSON lines that
-    ``stormalert decode`` prints (so recorded feed frames replay through a pipe)."""
-    first = stream.read(1)
-    lines: Iterator[str] = itertools.chain([first + stream.readline()], stream) if first \
-        else iter(())
-    if first == "{":
-        yield from _json_lines(lines, name)
-        return
-    reader = csv.DictReader(lines)
-    missing = {"ts", "symbol", "ltp"} - set(reader.fieldnames or [])
-    if missing:
-        raise ReplayError(f"{name}: header lacks {', '.join(sorted(missing))} "
-                          "(expected ts,symbol,ltp[,volume][,pc])")
-    for row in reader:
-        try:
-            pc_text = (row.get("pc") or "").strip()
-            vol_text = (row.get("volume") or "").strip()
-            yield (parse_ts(row["ts"]), row["symbol"].strip(), float(row["ltp"]),
-                   float(pc_text) if pc_text else None, int(vol_text) if vol_text else 0)
-        except (ValueError, TypeError) as exc:
-            raise ReplayError(f"{name}:{reader.line_num}: {exc}") from None
-
-
-def _json_lines(lines: Iterator[str], name: str) -> Iterator[TickRow]:
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            d = orjson.loads(line)
-            pc = d.get("pc")
-            yield (int(d["ts"]), str(d["sym"]), float(d["ltp"]),
-                   None if pc is None else float(pc), int(d.get("vol") or 0))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ReplayError(f"{name}:{n}: not a tick ({type(exc).__name__}: {exc})") from None
 
 
 def load_rules(path: Path) -> list[Rule]:
@@ -101,18 +50,18 @@ def load_rules(path: Path) -> list[Rule]:
     return rules
 
 
-def replay(rules: list[Rule], ticks: Iterator[TickRow], out: IO[bytes],
+def replay(rules: list[Rule], ticks: Iterator[recorded.Row], out: IO[bytes],
            holidays: frozenset[date] = frozenset()) -> int:
     book = Book(Session(holidays))
     for rule in rules:
         book.put(rule.model_copy(update={"active": True}))
     fired = 0
-    for ts, sym, ltp, pc, vol in ticks:
-        for firing in book.on_tick(sym, ltp, ts, pc, vol):
+    for row in ticks:
+        for firing in book.on_tick(row.symbol, row.ltp, row.ts_ms, row.pc, row.volume or 0):
             fired += 1
             out.write(orjson.dumps({
-                "rule": firing.rule.id, "symbol": sym, "kind": firing.rule.kind, "ts": ts,
-                "ltp": ltp, "ref": firing.ref, "msg": firing.msg,
+                "rule": firing.rule.id, "symbol": row.symbol, "kind": firing.rule.kind,
+                "ts": row.ts_ms, "ltp": row.ltp, "ref": firing.ref, "msg": firing.msg,
             }) + b"\n")
     return fired
 
@@ -130,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         rules = load_rules(args.rules)
         holidays = frozenset(args.holiday)
         if str(args.ticks) == "-":
-            replay(rules, read_ticks(sys.stdin, "stdin"), sys.stdout.buffer, holidays)
+            replay(rules, recorded.read(sys.stdin, "stdin"), sys.stdout.buffer, holidays)
         else:
             with args.ticks.open(newline="") as f:
-                replay(rules, read_ticks(f, str(args.ticks)), sys.stdout.buffer, holidays)
-    except (ReplayError, OSError) as exc:
+                replay(rules, recorded.read(f, str(args.ticks)), sys.stdout.buffer, holidays)
+    except (ReplayError, recorded.RecordedError, OSError) as exc:
         print(f"stormalert replay: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,13 +11,12 @@ previous frames have been built for all sessions.
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+from proto import recorded
 
 log = logging.getLogger("stormalert.sim")
 
@@ -25,52 +24,16 @@ SETTLE_S = 0.5
 POLL_S = 0.01
 
 
-class ReplayFileError(ValueError):
-    """A replay file that cannot be read; the message names the file and line."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayRow:
-    ts_ms: int
-    symbol: str
-    ltp: float
-    volume: int | None
-    pc: float | None
-
-
-def parse_ts(text: str) -> int:
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise ValueError(f"time {text!r} needs an offset, e.g. +05:30")
-    return int(when.timestamp() * 1000)
+ReplayFileError = recorded.RecordedError
+ReplayRow = recorded.Row
 
 
 def read_rows(path: Path) -> list[ReplayRow]:
     try:
         with path.open(newline="") as stream:
-            return list(_rows(csv.DictReader(stream), str(path)))
+            return list(recorded.read(stream, str(path)))
     except OSError as exc:
         raise ReplayFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _rows(reader: csv.DictReader[str], name: str) -> Iterator[ReplayRow]:
-    missing = {"ts", "symbol", "ltp"} - set(reader.fieldnames or [])
-    if missing:
-        raise ReplayFileError(f"{name}: header lacks {', '.join(sorted(missing))} "
-                              "(expected ts,symbol,ltp[,volume][,pc])")
-    for row in reader:
-        try:
-            volume, pc = (row.get("volume") or "").strip(), (row.get("pc") or "").strip()
-            ltp = float(row["ltp"])
-            if not ltp > 0:
-                raise ValueError(f"ltp must be positive, got {row['ltp']!r}")
-            yield ReplayRow(parse_ts(row["ts"]), row["symbol"].strip(), ltp,
-                            int(volume) if volume else None, float(pc) if pc else None)
-        except (TypeError, ValueError) as exc:
-            raise ReplayFileError(f"{name}:{reader.line_num}: {exc}") from None
 
 
 def steps(rows: list[ReplayRow]) -> Iterator[list[ReplayRow]]:
