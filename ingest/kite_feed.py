@@ -26,7 +26,7 @@ from ingest.backoff import backoff_s
 from ingest.feed_status import FeedStatus
 from ingest.kite_plan import change_messages, subscribe_messages
 from ingest.kite_text import KiteTextError, describe_order, parse_text
-from ingest.kite_token import AccessToken, AccessTokens
+from ingest.tokens import AccessToken, AccessTokens
 from ingest.writer import TickWriter
 from proto.runtime import Stats
 

@@ -26,8 +26,8 @@ from ingest.errors import FatalIngestError
 from ingest.feed_status import FeedStatus
 from ingest.kite_feed import KiteConnection
 from ingest.kite_plan import mode_for, rebalance
-from ingest.kite_token import AccessTokens
 from ingest.settings import IngestSettings
+from ingest.tokens import AccessTokens
 from ingest.writer import TickWriter
 from proto.runtime import Stats
 

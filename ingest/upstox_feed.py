@@ -28,7 +28,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from ingest import upstox
 from ingest.backoff import backoff_s
 from ingest.feed_status import FeedStatus
-from ingest.upstox_token import UpstoxTokens
+from ingest.tokens import AccessTokens
 from ingest.writer import TickWriter
 from proto import keys
 from proto.runtime import Stats
@@ -114,7 +114,7 @@ class UpstoxConnection:
 
     def __init__(self, name: str, api_url: str, instrument_keys: Sequence[str], mode: str,
                  symbols: Mapping[str, str], writer: TickWriter, stats: Stats,
-                 r: aredis.Redis, tokens: UpstoxTokens, status: FeedStatus, *,
+                 r: aredis.Redis, tokens: AccessTokens, status: FeedStatus, *,
                  silence_s: float, reconnect_min_s: float, reconnect_max_s: float,
                  connect_timeout_s: float) -> None:
         self.name = name
@@ -138,7 +138,7 @@ class UpstoxConnection:
             token = await self._tokens.usable()
             started = time.monotonic()
             try:
-                url = await asyncio.to_thread(authorize, self._api_url, token,
+                url = await asyncio.to_thread(authorize, self._api_url, token.value,
                                               self._connect_timeout_s)
                 async with connect(url, open_timeout=self._connect_timeout_s,
                                    ping_interval=None, max_size=2**24, close_timeout=2,
@@ -146,7 +146,8 @@ class UpstoxConnection:
                     await self._session(ws)
                 reason = "server closed the connection"
             except TokenRefused as exc:
-                await self._tokens.refuse(token, str(exc))
+                await self._tokens.refuse(
+                    token, f"Upstox refused the access token (HTTP 401: {exc})")
                 attempt = 0
                 continue
             except InvalidStatus as exc:

@@ -15,8 +15,8 @@ from ingest.backoff import backoff_s
 from ingest.errors import FatalIngestError
 from ingest.feed_status import FeedStatus
 from ingest.settings import IngestSettings
+from ingest.tokens import AccessTokens
 from ingest.upstox_feed import UpstoxConnection, plan_connections
-from ingest.upstox_token import UpstoxTokens
 from ingest.writer import TickWriter
 from proto.runtime import Stats
 
@@ -31,8 +31,9 @@ class UpstoxFeed:
         self._stats = stats
         self._writer = writer
         self.status = FeedStatus(r, "upstox", stats)
-        self.tokens = UpstoxTokens(r, settings.upstox_access_token.get_secret_value(),
-                                   self.status, poll_s=settings.upstox_token_poll_s)
+        self.tokens = AccessTokens(r, settings.upstox_access_token.get_secret_value(),
+                                   self.status, poll_s=settings.upstox_token_poll_s,
+                                   expiry=None, feed="upstox")
 
     async def run(self) -> None:
         s = self._settings

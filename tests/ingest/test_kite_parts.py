@@ -17,12 +17,12 @@ from ingest.clock import IST, next_daily
 from ingest.feed_status import FeedStatus
 from ingest.kite_plan import change_messages, mode_for, subscribe_messages
 from ingest.kite_text import KiteTextError, describe_order, parse_text
-from ingest.kite_token import AccessTokens, read_stored
 from ingest.sim import kite_wire as wire
 from ingest.sim.connection import broken_copy, content_length, without_content_length
 from ingest.sim.hours import MarketHours, parse_window
 from ingest.sim.kite_auth import KiteAuth, checksum
 from ingest.sim.replay import ReplayFileError, ReplayRow, read_rows, steps
+from ingest.tokens import AccessTokens, read_stored
 from proto import bus, keys
 from proto.runtime import Stats
 

@@ -16,9 +16,9 @@ from ingest.backoff import backoff_s
 from ingest.feed_status import FeedStatus
 from ingest.kite_feed import KiteConnection, socket_url
 from ingest.kite_plan import rebalance, subscribe_messages
-from ingest.kite_token import AccessTokens
 from ingest.settings import IngestSettings
 from ingest.sim import kite_wire as wire
+from ingest.tokens import AccessTokens
 from ingest.writer import TickWriter
 from proto import bus, keys
 from proto.events import Tick, decode_ticks

@@ -1,11 +1,11 @@
-"""Where the Kite access token comes from, and what happens when Kite refuses it.
+"""Where a broker access token comes from, and what happens when the broker refuses it.
 
 Candidates, in order: the token the dashboard's login flow stores in Redis
-(``keys.feed_token("kite")``, a plain string), then the configured ``kite_access_token``.
-A token Kite refused (HTTP 403 / TokenException) or one past the daily expiry (06:00 IST
-by default) is never tried again by this process. When no candidate is left the feed is
-``needs_login`` and ``usable()`` polls Redis every few seconds until a new token appears.
-Token values never reach a log line, a state or a repr.
+(``keys.feed_token(feed)``: a plain string, or JSON with ``access_token``), then the
+configured one. A token the broker refused (Kite: HTTP 403 / TokenException; Upstox: HTTP
+401) or one past the daily expiry (Kite: 06:00 IST) is never tried again by this process.
+When no candidate is left the feed is ``needs_login`` and ``usable()`` polls Redis every few
+seconds until a new token appears. Token values never reach a log line, a state or a repr.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from proto import keys
 
 log = logging.getLogger("stormalert.ingest")
 
-TOKEN_FEED = "kite"  # the sim speaks Kite's protocol and its login issues Kite-style tokens
-NO_TOKEN_REASON = "no access token: log in to Kite through the dashboard"
+KITE = "kite"  # the sim speaks Kite's protocol and its login issues Kite-style tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +37,9 @@ class AccessToken:
     expires_at: float | None  # epoch s, None when this feed has no daily expiry
 
 
-def read_stored(raw: str | None) -> str:
+def read_stored(raw: str | bytes | None) -> str:
     """The token in the Redis value: a plain string, or JSON with ``access_token``."""
-    text = (raw or "").strip()
+    text = (raw.decode() if isinstance(raw, bytes) else raw or "").strip()
     if text.startswith("{"):
         try:
             value = orjson.loads(text).get("access_token", "")
@@ -52,9 +51,11 @@ def read_stored(raw: str | None) -> str:
 
 class AccessTokens:
     def __init__(self, r: aredis.Redis, configured: str, status: FeedStatus, *,
-                 poll_s: float, expiry: time_of_day | None,
+                 poll_s: float, expiry: time_of_day | None, feed: str = KITE,
                  clock: Callable[[], float] = time.time) -> None:
         self._r = r
+        self._key = keys.feed_token(feed)
+        self._no_token = f"no access token: log in to {feed.capitalize()} through the dashboard"
         self._configured = configured
         self._status = status
         self._poll_s = poll_s
@@ -107,11 +108,11 @@ class AccessTokens:
         for value in (self._last_stored, self._configured):
             if value in self._refused:
                 return self._refused[value]
-        return NO_TOKEN_REASON
+        return self._no_token
 
     async def _stored(self) -> str:
         try:
-            stored = read_stored(await self._r.get(keys.feed_token(TOKEN_FEED)))
+            stored = read_stored(await self._r.get(self._key))
         except redis.RedisError as exc:
             log.warning("could not read the stored access token: %s", exc)
             return ""
