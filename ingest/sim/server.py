@@ -37,7 +37,6 @@ log = logging.getLogger("stormalert.sim")
 
 MODES = ("ltp", "quote", "full")
 HEARTBEAT_S = 1.0
-MAX_PACKETS_PER_FRAME = 1000
 SESSION_QUEUE = 50  # market steps a slow client may lag before steps are dropped for it
 
 
@@ -130,20 +129,16 @@ class KiteSession:
                 self._last_sent = time.monotonic()
 
     async def _send(self, indices: list[int]) -> bool:
-        packets = []
-        instruments, quotes = self.sim.market.instruments, self.sim.market.quotes
-        for index in dict.fromkeys(indices):
-            mode = self.modes.get(instruments[index].token)
-            if mode == "full":
-                self.sim.market.ensure_book(index)
-            if mode is not None:
-                packets.append(wire.packet(quotes[index], mode,
-                                           index=instruments[index].is_index))
-        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
-            await self.ws.send(wire.frame(packets[start:start + MAX_PACKETS_PER_FRAME]))
-        if packets:
+        """One packet per distinct index this session subscribes, in as few frames as the
+        frame limits allow (u16 packet count, 1 MiB)."""
+        indices = list(dict.fromkeys(indices))
+        modes = map(self.modes.get, map(self.sim.token_of.__getitem__, indices))
+        frames = self.sim.frames.frames(self.sim.market.quotes, indices, modes)
+        for frame in frames:
+            await self.ws.send(frame)
+        if frames:
             self._last_sent = time.monotonic()
-        return bool(packets)
+        return bool(frames)
 
 
 class Simulator:
@@ -155,6 +150,10 @@ class Simulator:
         self.faults = Faults(self.options.faults)
         self.played: set[int] | None = None if self.options.replay is None else set()
         self.index_of = {inst.token: i for i, inst in enumerate(instruments)}
+        self.token_of = [inst.token for inst in instruments]
+        self.frames = wire.FrameBuilder(
+            [max(round(inst.tick_size * inst.divisor), 1) for inst in instruments],
+            [inst.is_index for inst in instruments], seed=len(instruments))
         self.index_of_symbol = {inst.symbol: i for i, inst in enumerate(instruments)}
         self.exchanges = {inst.exchange for inst in instruments}
         self.sessions: set[KiteSession] = set()

@@ -1,13 +1,14 @@
 """``make bench``: every benchmark, each with its reference measured in the same run.
 
-``python -m tests.bench [decode|engine|pipeline|delivery] [ARGS]`` runs one of them."""
+``python -m tests.bench [decode|engine|ingest|pipeline|delivery] [ARGS]`` runs one of them."""
 
 import sys
 
-from tests.bench import decode, delivery, engine, pipeline
+from tests.bench import decode, delivery, engine, ingest, pipeline
 
 BENCHES = {
-    "decode": decode.main, "engine": engine.main, "pipeline": pipeline.main,
+    "decode": decode.main, "engine": engine.main, "ingest": ingest.main,
+    "pipeline": pipeline.main,
     "delivery": delivery.main,
 }
 
