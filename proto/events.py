@@ -24,10 +24,11 @@ class CodecError(ValueError):
     """A stream entry that cannot be read as the event it claims to be."""
 
 
-class Tick(msgspec.Struct, gc=False):
+class Tick(msgspec.Struct, gc=False, omit_defaults=True):
     """One market-data tick. A C-level struct (msgspec) rather than a dataclass: ingest builds
     one per feed packet and the engine one per tick read, and construction here costs a
-    third of a slotted dataclass's. Fields hold only scalars, so the cycle GC may skip them."""
+    third of a slotted dataclass's. Fields hold only scalars, so the cycle GC may skip them;
+    absent optional fields (None) are left out when msgspec encodes it, as in ``to_dict``."""
 
     sym: str
     tok: str

@@ -174,3 +174,14 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
     assert all(messages == expected for messages in received)
     assert offered and offered[0][0].sym == "NSE:INFY" and offered[0][0].ltp == 1573.7
     assert stats.gauges["connected"] == 0
+
+
+def test_writer_entry_is_the_documented_batch_format() -> None:
+    from ingest.writer import _encode
+    from proto.events import encode_tick_batch
+
+    ticks = [tick("NSE:A", 1), Tick("CDS:X", "7", "kite", 83.1234567, 5, 1, 2, oi=3,
+                                    ask=83.125, pc=83.0, o=83.1, h=83.2, l=82.9)]
+    ours = _encode(ticks).decode()
+    assert orjson.loads(ours) == orjson.loads(encode_tick_batch(ticks)["ticks"])
+    assert ours == encode_tick_batch(ticks)["ticks"]  # same keys, order and spelling
