@@ -85,6 +85,10 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, 
     proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url,
                  tmp_path / "engine-last.log", env=env)
     try:
+        # Its own heartbeat first: the killed shards may have acked everything already, and a
+        # SIGTERM that lands while it still imports would end it uncleanly.
+        wait_for(lambda: (b := r.get(keys.heartbeat("engine-0")))
+                 and orjson.loads(b)["pid"] == proc.pid, timeout_s=30, what="the last shard")
         wait_for(lambda: r.xinfo_groups(keys.ticks(0))[0]["lag"] == 0
                  and r.xpending(keys.ticks(0), keys.ENGINE_GROUP)["pending"] == 0,
                  timeout_s=60, what="every entry processed and acked")
