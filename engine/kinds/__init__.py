@@ -5,7 +5,7 @@ Built-ins go through the same interface and the same load-time check as plug-ins
 params models live in ``proto.rulekinds.builtin`` (so web and the CLI validate without the
 engine), and this module refuses to import if the two lists disagree.
 
-Plug-in code is wrapped at call: a factory that raises, or a ``step`` that returns something
+Plug-in code is checked at call: a factory that raises, or a ``step`` that returns something
 other than a flat dict of numbers, becomes an evaluator error, which disables that one rule.
 """
 
@@ -61,35 +61,45 @@ class Unbuildable:
 
     __slots__ = ("error",)
 
-    def __init__(self, error: RuleKindError) -> None:
-        self.error = error
+    def __init__(self, error: str) -> None:
+        self.error = error  # text, so that the shard's checkpoint can hold it like any state
 
     def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
-        raise self.error
+        raise RuleKindError(self.error)
 
     def fired(self, p: float, t: int) -> None:
-        raise self.error
+        raise RuleKindError(self.error)
 
 
-class Checked:
-    """A plug-in's evaluator, its results checked before they travel in an alert."""
+def _is_ref(ref: object) -> bool:
+    return type(ref) is dict and all(
+        type(k) is str and type(v) in (float, int) for k, v in ref.items())
 
-    __slots__ = ("inner", "kind")
 
-    def __init__(self, kind: str, inner: Evaluator) -> None:
-        self.kind = kind
-        self.inner = inner
+_CHECKED: dict[tuple[type, str], type] = {}
 
-    def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
-        ref = self.inner.step(p, t, pc, vol)
-        if ref is None or (type(ref) is dict and all(
-                type(k) is str and type(v) in (float, int) for k, v in ref.items())):
-            return ref
-        raise RuleKindError(f"kind {self.kind!r}: step returned {ref!r}; expected None or a "
-                            "dict of str to float")
 
-    def fired(self, p: float, t: int) -> None:
-        self.inner.fired(p, t)
+def _checked(kind: str, evaluator: Evaluator) -> Evaluator:
+    """The plug-in's evaluator, its class swapped for a subclass whose ``step`` checks the
+    result before it can travel in an alert. A subclass rather than a wrapper: the shard's
+    checkpoint reads the evaluator's own slots."""
+    cls = type(evaluator)
+    checked = _CHECKED.get((cls, kind))
+    if checked is None:
+        inner_step = cls.step
+
+        def step(self: Evaluator, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
+            ref = inner_step(self, p, t, pc, vol)
+            if ref is None or _is_ref(ref):
+                return ref
+            raise RuleKindError(f"kind {kind!r}: step returned {ref!r}; expected None or a "
+                                "dict of str to float")
+
+        checked = type(cls.__name__, (cls,), {"__slots__": (), "step": step,
+                                              "__module__": cls.__module__})
+        _CHECKED[(cls, kind)] = checked
+    evaluator.__class__ = checked
+    return evaluator
 
 
 def make_evaluator(kind: str, params: dict[str, Any]) -> Evaluator:
@@ -97,17 +107,16 @@ def make_evaluator(kind: str, params: dict[str, Any]) -> Evaluator:
     try:
         spec = kind_of(kind)
         evaluator = spec.evaluator(spec.params.model_validate(params))
-    except Exception as exc:  # the rule's own failure, reported on its first tick
-        error = RuleKindError(f"kind {kind!r} could not build an evaluator: "
-                              f"{type(exc).__name__}: {exc}")
-        error.__cause__ = exc
+        if kind in BUILTIN:
+            return evaluator
+        if not (callable(getattr(evaluator, "step", None))
+                and callable(getattr(evaluator, "fired", None))):
+            raise RuleKindError("the evaluator has no step and fired methods")
+        return _checked(kind, evaluator)
+    except Exception as exc:  # the rule's own failure: reported on its first tick
+        error = f"kind {kind!r} could not build an evaluator: {type(exc).__name__}: {exc}"
+        log.error("%s", error)
         return Unbuildable(error)
-    if kind in BUILTIN:
-        return evaluator
-    if not (callable(getattr(evaluator, "step", None))
-            and callable(getattr(evaluator, "fired", None))):
-        return Unbuildable(RuleKindError(f"kind {kind!r}: its evaluator has no step/fired"))
-    return Checked(kind, evaluator)
 
 
 def describe(kind: str, params: dict[str, Any], symbol: str, p: float, ref: Ref) -> str:

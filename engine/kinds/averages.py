@@ -5,9 +5,10 @@ A bar is the minute ``t // 60000``; it closes when a tick of a later minute arri
 decision is taken at that tick. Per tick an evaluator only compares minutes and remembers the
 price; the indicator work happens once per closed bar.
 
-Means are exact: every finite float64 is an integer multiple of 2**-1074, so closes are summed
-as integers in those units and divided once, giving the true mean rounded to float64 however
-long the series and in whatever order values enter and leave the sum.
+Means are exact: closes are counted in ten-thousandths (``q(x) = round(x * 10000)``, which is
+the quoted price itself for prices of up to four decimals, as all Indian quotes are) and summed
+as integers, and a mean is one division of integers, rounded once to float64. So a moving sum
+never drifts, and the state stays plain JSON numbers for the shard's checkpoint.
 """
 
 from __future__ import annotations
@@ -20,18 +21,16 @@ from proto.rulekinds.builtin import MaCrossParams, RsiParams
 
 MINUTE_MS = 60_000
 NO_BAR = -(2**63)
-_UNIT_BITS = 1074
+UNITS = 10_000  # q(x): a price in ten-thousandths
 
 
-def exact(x: float) -> int:
-    """x in units of 2**-1074, exactly."""
-    num, den = x.as_integer_ratio()
-    return num << (_UNIT_BITS + 1 - den.bit_length())
+def q(x: float) -> int:
+    return round(x * UNITS)
 
 
-def exact_mean(total: int, count: int) -> float:
-    """The mean of values whose exact() sum is ``total``, rounded once to float64."""
-    return total / (count << _UNIT_BITS)
+def exact_mean(total_q: int, count: int) -> float:
+    """The mean of ``count`` values whose q() sum is ``total_q``, rounded once to float64."""
+    return total_q / (count * UNITS)
 
 
 class OnBarClose:
@@ -88,18 +87,18 @@ class SmaCross(Cross):
     def __init__(self, fast: int, slow: int, direction: str) -> None:
         super().__init__(direction)
         self.fast, self.slow = fast, slow
-        self.closes: deque[int] = deque(maxlen=slow)  # exact() of the last `slow` closes
+        self.closes: deque[int] = deque()  # q() of the last `slow` closes
         self.fast_sum = self.slow_sum = 0
 
     def on_close(self, c: float) -> Ref | None:
-        closes, x = self.closes, exact(c)
-        if len(closes) >= self.fast:
-            self.fast_sum -= closes[-self.fast]
-        if len(closes) == self.slow:
-            self.slow_sum -= closes[0]
+        closes, x = self.closes, q(c)
         closes.append(x)
         self.fast_sum += x
         self.slow_sum += x
+        if len(closes) > self.fast:
+            self.fast_sum -= closes[-1 - self.fast]
+        if len(closes) > self.slow:
+            self.slow_sum -= closes.popleft()
         if len(closes) < self.slow:
             return None
         return self.decide(c, exact_mean(self.fast_sum, self.fast),
@@ -116,14 +115,14 @@ class EmaCross(Cross):
         self.alpha_fast = 2 / (fast + 1)
         self.alpha_slow = 2 / (slow + 1)
         self.bars = 0
-        self.seed_sum = 0  # exact() sum of the closes until both averages are seeded
+        self.seed_sum = 0  # q() sum of the closes until both averages are seeded
         self.ema_fast = self.ema_slow = 0.0
 
     def on_close(self, c: float) -> Ref | None:
         k = self.bars
         self.bars = k + 1
         if k < self.slow:
-            self.seed_sum += exact(c)
+            self.seed_sum += q(c)
         if k == self.fast - 1:
             self.ema_fast = exact_mean(self.seed_sum, self.fast)
         elif k >= self.fast:
@@ -147,31 +146,31 @@ class Rsi(OnBarClose):
         super().__init__()
         self.period = period
         self.above, self.below = above, below
-        self.prev_close: float | None = None
+        self.prev_close: int | None = None  # q() of the previous close
         self.changes = 0
-        self.gain_sum = self.loss_sum = 0  # exact() sums of the first `period` changes
+        self.gain_sum = self.loss_sum = 0  # of the first `period` changes, in q units
         self.avg_gain = self.avg_loss = 0.0
         self.prev_rsi: float | None = None
 
     def on_close(self, c: float) -> Ref | None:
-        prev_close, self.prev_close = self.prev_close, c
+        x = q(c)
+        prev_close, self.prev_close = self.prev_close, x
         if prev_close is None:
             return None
-        delta = c - prev_close
-        gain = delta if delta > 0 else 0.0
-        loss = -delta if delta < 0 else 0.0
+        delta = x - prev_close
+        gain_q, loss_q = max(delta, 0), max(-delta, 0)
         n = self.period
         self.changes += 1
-        if self.changes < n:
-            self.gain_sum += exact(gain)
-            self.loss_sum += exact(loss)
-            return None
-        if self.changes == n:
-            self.avg_gain = exact_mean(self.gain_sum + exact(gain), n)
-            self.avg_loss = exact_mean(self.loss_sum + exact(loss), n)
+        if self.changes <= n:
+            self.gain_sum += gain_q
+            self.loss_sum += loss_q
+            if self.changes < n:
+                return None
+            self.avg_gain = exact_mean(self.gain_sum, n)
+            self.avg_loss = exact_mean(self.loss_sum, n)
         else:
-            self.avg_gain = (self.avg_gain * (n - 1) + gain) / n
-            self.avg_loss = (self.avg_loss * (n - 1) + loss) / n
+            self.avg_gain = (self.avg_gain * (n - 1) + gain_q / UNITS) / n
+            self.avg_loss = (self.avg_loss * (n - 1) + loss_q / UNITS) / n
         total = self.avg_gain + self.avg_loss
         rsi = 100 * self.avg_gain / total if total > 0 else 50.0
         prev_rsi, self.prev_rsi = self.prev_rsi, rsi

@@ -146,8 +146,13 @@ def closes_before(ticks, i):
     return closes, i in opens[1:]
 
 
+def q(x):
+    return round(x * 10000)
+
+
 def exact_mean(values):
-    return float(sum(map(Fraction, values)) / len(values))
+    """The mean of the values to four decimals, exactly, rounded once to float64."""
+    return float(Fraction(sum(map(q, values)), 10000 * len(values)))
 
 
 def crossed(direction, f0, s0, f1, s1):
@@ -199,16 +204,17 @@ def test_ema_cross_matches_the_definition(ticks, periods, direction, cooldown_s)
 
 def naive_rsi_values(c, n):
     """RSI[k] for k = n .. len(c) - 1."""
-    gains = [max(c[k] - c[k - 1], 0.0) if c[k] - c[k - 1] > 0 else 0.0 for k in range(1, len(c))]
-    losses = [-(c[k] - c[k - 1]) if c[k] - c[k - 1] < 0 else 0.0 for k in range(1, len(c))]
-    if len(gains) < n:
+    deltas = [q(c[k]) - q(c[k - 1]) for k in range(1, len(c))]  # ten-thousandths
+    gains, losses = [max(d, 0) for d in deltas], [max(-d, 0) for d in deltas]
+    if len(deltas) < n:
         return []
-    g, lo = exact_mean(gains[:n]), exact_mean(losses[:n])
+    g = float(Fraction(sum(gains[:n]), 10000 * n))
+    lo = float(Fraction(sum(losses[:n]), 10000 * n))
     out = []
     for k in range(n, len(c)):
         if k > n:
-            g = (g * (n - 1) + gains[k - 1]) / n
-            lo = (lo * (n - 1) + losses[k - 1]) / n
+            g = (g * (n - 1) + gains[k - 1] / 10000) / n
+            lo = (lo * (n - 1) + losses[k - 1] / 10000) / n
         out.append(100 * g / (g + lo) if g + lo > 0 else 50.0)
     return out
 
