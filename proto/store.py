@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import time
 from typing import Any
@@ -16,9 +17,12 @@ import orjson
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import ValidationError
 
 from proto import keys
-from proto.rules import Rule, RuleError
+from proto.rules import Rule, RuleError, describe_validation_error
+
+log = logging.getLogger(__name__)
 
 USER_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 _hasher = PasswordHasher()
@@ -167,8 +171,22 @@ def list_rules(r: redis.Redis, user: str | None = None) -> list[Rule]:
     else:
         ids = sorted(r.smembers(keys.user_rules(user)))  # type: ignore[arg-type]
         bodies = [b for b in (r.hmget(keys.RULES, ids) if ids else []) if b]  # type: ignore[union-attr]
-    rules = [Rule.model_validate_json(b) for b in bodies]
+    rules = []
+    for body in bodies:
+        try:
+            rules.append(Rule.model_validate_json(body))
+        except ValidationError as exc:  # e.g. its kind's plug-in is not installed here
+            log.error("stored rule %s skipped: %s", _stored_id(body),
+                      describe_validation_error(exc))
     return sorted(rules, key=lambda rule: (rule.user, rule.id))
+
+
+def _stored_id(body: str | bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "?"
+    return str(data.get("id", "?")) if isinstance(data, dict) else "?"
 
 
 def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:

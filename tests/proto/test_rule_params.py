@@ -1,8 +1,10 @@
 """Params of every newer kind are checked when a rule is stored, one clear message per field
 (docs/RULES.md lists the limits)."""
 
+import orjson
 import pytest
 
+from proto import keys, store
 from proto.rulekinds import BUILTIN_PARAMS, REGISTRY
 from proto.rules import PARAMS_BY_KIND, RuleError, parse_rule
 
@@ -61,3 +63,12 @@ def test_every_builtin_kind_is_known_and_unknown_kinds_list_them():
     with pytest.raises(RuleError, match="unknown kind 'nope'; known: above, below, change_pct"):
         parse_rule({"symbol": "NSE:INFY", "kind": "nope"})
     assert REGISTRY.names() == sorted(PARAMS_BY_KIND)
+
+
+def test_a_stored_rule_of_a_kind_not_installed_is_skipped_not_fatal(r, caplog):
+    good = parse_rule({"id": "ok", "symbol": "NSE:INFY", "kind": "above", "params": {"level": 1}})
+    r.hset(keys.RULES, mapping={"ok": good.to_json(), "gone": orjson.dumps(
+        {"id": "gone", "symbol": "NSE:INFY", "kind": "uninstalled_plugin", "params": {}})})
+    assert [rule.id for rule in store.list_rules(r)] == ["ok"]
+    assert "stored rule gone skipped: kind: unknown kind 'uninstalled_plugin'" in caplog.text
+    assert r.hexists(keys.RULES, "gone")  # kept for when the plug-in is back
