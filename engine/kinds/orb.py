@@ -24,28 +24,30 @@ def session_open(day: int) -> int:
 
 
 class Orb:
-    __slots__ = ("day", "done", "down", "end", "high", "low", "range_ms", "ranged", "start", "up")
+    __slots__ = ("day_end", "day_start", "done", "down", "end", "high", "low", "range_ms",
+                 "ranged", "start", "up")
 
     def __init__(self, minutes: int, direction: str) -> None:
         self.range_ms = minutes * 60_000
         self.up = direction in ("up", "either")
         self.down = direction in ("down", "either")
-        self.day = -(2**63)
-        self.start = self.end = 0
+        self.day_start = self.day_end = -(2**63)  # the IST day of the last tick, [start, end)
+        self.start = self.end = 0  # its opening range, [start, end)
         self.high = self.low = 0.0
         self.ranged = False  # the range has a tick
         self.done = False  # fired this day
 
     def step(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
-        day = ist_day(t)
-        if day != self.day:
-            if day < self.day:
-                return None  # a late tick of an earlier day
-            self.day, self.done = day, False
+        if t >= self.day_end:
+            day = ist_day(t)
+            self.day_start = day * DAY_MS - IST_OFFSET_MS
+            self.day_end = self.day_start + DAY_MS
             self.start = session_open(day)
             self.end = self.start + self.range_ms
-            self.ranged = False
-        if t < self.start:
+            self.ranged = self.done = False
+        elif t < self.day_start:
+            return None  # a late tick of an earlier day
+        if self.done or t < self.start:
             return None
         if t < self.end:
             if not self.ranged:
@@ -56,9 +58,7 @@ class Orb:
             elif p < self.low:
                 self.low = p
             return None
-        if self.done or not self.ranged:
-            return None
-        if (self.up and p > self.high) or (self.down and p < self.low):
+        if self.ranged and ((self.up and p > self.high) or (self.down and p < self.low)):
             return {"range_high": self.high, "range_low": self.low}
         return None
 

@@ -2,8 +2,8 @@
 per window over the ``baseline_windows`` windows before it. Semantics: docs/RULES.md.
 
 Volume is kept in per-second buckets, and only seconds that traded are stored, so a tick
-costs O(1) amortised: it adds to at most one bucket, and each bucket moves once from the
-window to the baseline and once out.
+costs O(1) amortised: it adds to the newest bucket, and each bucket moves once into the window,
+once on to the baseline and once out; the deques slide only when a new second begins.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from proto.rulekinds.builtin import VolumeSpikeParams
 
 
 class VolumeSpike:
-    __slots__ = ("base_sum", "baseline", "excluded", "factor", "fire_part", "fire_sec",
-                 "last_sec", "last_vol", "n", "span_s", "start_sec", "w", "win_sum", "window")
+    __slots__ = ("base_sum", "baseline", "cur_sec", "cur_vol", "excluded", "factor", "fire_part",
+                 "fire_sec", "last_vol", "n", "span_s", "start_sec", "w", "win_sum", "window")
 
     def __init__(self, window_s: int, factor: float, baseline_windows: int) -> None:
         self.w = window_s
@@ -28,10 +28,11 @@ class VolumeSpike:
         self._reset(0)
 
     def _reset(self, sec: int) -> None:
-        self.start_sec = self.last_sec = sec
-        self.window: deque[list[int]] = deque()  # [second, volume], seconds in (s - w, s]
-        self.baseline: deque[list[int]] = deque()  # seconds in (s - (n+1)w, s - w]
-        self.win_sum = self.base_sum = 0
+        self.start_sec = self.cur_sec = sec
+        self.cur_vol = 0  # traded in second cur_sec, the newest; not yet in `window`
+        self.window: deque[tuple[int, int]] = deque()  # (second, volume) in (cur - w, cur)
+        self.baseline: deque[tuple[int, int]] = deque()  # in (cur - (n+1)w, cur - w]
+        self.win_sum = self.base_sum = 0  # of the buckets in each deque
         self.excluded = 0  # volume in the window traded at or before the last firing
         self.fire_sec = -1
         self.fire_part = 0  # the firing second's volume at the firing
@@ -43,27 +44,25 @@ class VolumeSpike:
         if last_vol == 0 or vol < last_vol:  # the first tick, or a new day: a new reference
             self._reset(t // 1000)
             return None
-        sec = max(t // 1000, self.last_sec)
-        self.last_sec = sec
-        traded = vol - last_vol
-        if traded:
-            window = self.window
-            if window and window[-1][0] == sec:
-                window[-1][1] += traded
-            else:
-                window.append([sec, traded])
-            self.win_sum += traded
-        self._slide(sec)
-        if sec - self.start_sec < self.span_s:
+        sec = t // 1000
+        if sec > self.cur_sec:
+            self._advance(sec)
+        self.cur_vol += vol - last_vol
+        if self.cur_sec - self.start_sec < self.span_s:
             return None  # the baseline does not yet lie wholly after the reference tick
         base_avg = self.base_sum / self.n
-        recent = self.win_sum - self.excluded
+        recent = self.win_sum + self.cur_vol - self.excluded
         if base_avg > 0 and recent >= self.factor * base_avg:
             return {"window_volume": recent, "baseline_avg": base_avg}
         return None
 
-    def _slide(self, sec: int) -> None:
+    def _advance(self, sec: int) -> None:
+        """Close second cur_sec and slide both deques to end at ``sec``."""
         window, baseline = self.window, self.baseline
+        if self.cur_vol:
+            window.append((self.cur_sec, self.cur_vol))
+            self.win_sum += self.cur_vol
+        self.cur_sec, self.cur_vol = sec, 0
         edge = sec - self.w
         while window and window[0][0] <= edge:
             bucket = window.popleft()
@@ -78,10 +77,8 @@ class VolumeSpike:
             self.base_sum -= baseline.popleft()[1]
 
     def fired(self, p: float, t: int) -> None:
-        window = self.window
-        self.excluded = self.win_sum
-        self.fire_sec = self.last_sec
-        self.fire_part = window[-1][1] if window and window[-1][0] == self.last_sec else 0
+        self.excluded = self.win_sum + self.cur_vol
+        self.fire_sec, self.fire_part = self.cur_sec, self.cur_vol
 
 
 def _describe(params: VolumeSpikeParams, symbol: str, p: float, ref: Ref) -> str:

@@ -80,6 +80,8 @@ CASES = [
     ("orb down", {"kind": "orb", "params": {"minutes": 15, "direction": "down"}}, ORB_DAY, [8]),
     ("orb again the next day", ORB,
      [*ORB_DAY, (ist(2, 9, 15), 100), (ist(2, 9, 30), 120)], [6, 10]),
+    ("orb ignores a late tick of an earlier day", ORB,
+     [*ORB_DAY[:6], (ist(2, 9, 15), 100), (ist(1, 9, 32), 120), (ist(2, 9, 29), 101)], []),
     ("orb needs a tick inside the range", ORB,
      [(ist(1, 9, 14), 100), (ist(1, 9, 45), 120)], []),
     ("orb cooldown: a suppressed break leaves the day open",
