@@ -44,14 +44,25 @@ class Registry:
         self.group = group
         self.rejected: dict[str, str] = {}  # entry point name -> why it was not loaded
         self._plugins: dict[str, RuleKind[Any]] | None = None
-        self._lock = threading.Lock()
+        self._loading: dict[str, RuleKind[Any]] | None = None  # while load_plugins runs
+        self._loader = 0  # the thread running load_plugins
+        self._lock = threading.RLock()
 
     @property
     def plugins(self) -> Mapping[str, RuleKind[Any]]:
-        if self._plugins is None:
-            self.load_plugins()
-        assert self._plugins is not None
-        return self._plugins
+        """Plug-in kinds by name, loaded on first use. A plug-in that looks kinds up while it
+        is being imported sees those loaded before it."""
+        loading = self._loading
+        if loading is not None and self._loader == threading.get_ident():
+            return loading
+        plugins = self._plugins
+        if plugins is None:
+            with self._lock:
+                if self._plugins is None:
+                    self.load_plugins()
+                plugins = self._plugins
+                assert plugins is not None
+        return plugins
 
     def params_model(self, kind: str) -> type[BaseModel] | None:
         model = self.builtin.get(kind)
@@ -68,19 +79,23 @@ class Registry:
         with self._lock:
             plugins: dict[str, RuleKind[Any]] = {}
             rejected: dict[str, str] = {}
-            for ep in entry_points(group=self.group):
-                try:
-                    kind = self._admit(ep, plugins)
-                except RuleKindError as exc:
-                    reason = str(exc)
-                except (Exception, SystemExit) as exc:  # a broken import must not stop us
-                    reason = f"import failed: {type(exc).__name__}: {exc}"
-                else:
-                    plugins[kind.name] = kind
-                    log.info("rule plug-in %s loaded", _origin(ep))
-                    continue
-                rejected[ep.name] = reason
-                log.error("rule plug-in %s rejected: %s", _origin(ep), reason)
+            self._loading, self._loader = plugins, threading.get_ident()
+            try:
+                for ep in entry_points(group=self.group):
+                    try:
+                        kind = self._admit(ep, plugins)
+                    except RuleKindError as exc:
+                        reason = str(exc)
+                    except (Exception, SystemExit) as exc:  # a broken import must not stop us
+                        reason = f"import failed: {type(exc).__name__}: {exc}"
+                    else:
+                        plugins[kind.name] = kind
+                        log.info("rule plug-in %s loaded", _origin(ep))
+                        continue
+                    rejected[ep.name] = reason
+                    log.error("rule plug-in %s rejected: %s", _origin(ep), reason)
+            finally:
+                self._loading = None
             self._plugins, self.rejected = plugins, rejected
 
     def _admit(self, ep: EntryPoint, taken: Mapping[str, RuleKind[Any]]) -> RuleKind[Any]:

@@ -81,9 +81,20 @@ LOOSE = kind("loose", params=LooseParams)
 NOT_A_KIND = {"name": "dict_kind"}
 '''
 
+REENTRANT = '''
+from proto.rules import parse_rule
+from plug_good import KIND as GOOD
+
+# Validating a rule while the registry is still loading plug-ins sees those loaded so far.
+parse_rule({"symbol": "NSE:INFY", "kind": "every_nth"})
+KIND = type(GOOD)(name="reentrant", params=GOOD.params, evaluator=GOOD.evaluator,
+                  describe=GOOD.describe, api_version=1)
+'''
+
 ENTRY_POINTS = '''
 [stormalert.rules]
 every_nth = plug_good:KIND
+reentrant = plug_reentrant:KIND
 step_raises = plug_bad:STEP_RAISES
 bad_ref = plug_bad:BAD_REF
 factory_raises = plug_bad:FACTORY_RAISES
@@ -110,6 +121,7 @@ REJECTED = {
 def write_dist(root):
     (root / "plug_good.py").write_text(textwrap.dedent(GOOD))
     (root / "plug_bad.py").write_text(textwrap.dedent(BAD))
+    (root / "plug_reentrant.py").write_text(textwrap.dedent(REENTRANT))
     info = root / "sa_test_plugins-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sa-test-plugins\nVersion: 1.0\n")
@@ -124,7 +136,7 @@ def plugins(tmp_path, monkeypatch, caplog):
         REGISTRY.load_plugins()
     yield caplog
     monkeypatch.undo()
-    for name in ("plug_good", "plug_bad"):
+    for name in ("plug_good", "plug_bad", "plug_reentrant"):
         sys.modules.pop(name, None)
     REGISTRY.load_plugins()
 
@@ -137,8 +149,8 @@ def test_each_bad_plugin_is_rejected_with_one_clear_line(plugins):
     assert ("rule plug-in future_kind = plug_bad:FUTURE from sa-test-plugins 1.0 rejected: "
             "targets rule API version 2; this StormAlert speaks version 1") in errors
     assert all("\n" not in line for line in errors)
-    assert set(REGISTRY.plugins) == {"every_nth", "step_raises", "bad_ref", "factory_raises",
-                                     "describe_raises"}
+    assert set(REGISTRY.plugins) == {"every_nth", "reentrant", "step_raises", "bad_ref",
+                                     "factory_raises", "describe_raises"}
 
 
 def test_a_plugin_kind_validates_params_and_fires(plugins):
