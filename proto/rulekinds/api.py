@@ -14,6 +14,9 @@ Evaluator contract (the engine relies on it):
 - ``fired(p, t)`` applies the state change of a firing; it is not called for a firing that
   the rule's cooldown suppressed, so a suppressed firing changes no state.
 - Anything either raises disables that one rule; the shard lives on.
+- The whole state lives in ``__slots__`` holding JSON values (64-bit numbers, strings, None,
+  lists, deques without maxlen): the shard checkpoints a rule by reading those slots, so
+  state kept elsewhere is lost when a shard restarts.
 """
 
 from __future__ import annotations
