@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 class Armed:
     """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
 
-    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "last_fire_t",
-                 "market_hours", "once", "per_bar", "rule")
+    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "fingerprint",
+                 "last_fire_t", "market_hours", "once", "per_bar", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -33,6 +33,7 @@ class Armed:
         self.last_fire_t: int | None = None
         self.done = False
         self.dirty = False  # state changed since the last checkpoint
+        self.fingerprint = ""  # of the rule's JSON, computed once by the checkpoint
 
     def on_tick(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
         """The reference values of a firing at this tick, or None."""

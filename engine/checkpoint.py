@@ -8,6 +8,7 @@ into the same rule: an edited rule starts over, as the semantics say.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -17,11 +18,11 @@ import orjson
 
 from engine.bars import Bar, BarBuilder
 from engine.book import Armed
-from proto.rules import Rule
 
 log = logging.getLogger(__name__)
 
 BARS_FIELD = "__bars__"
+_MISSING = object()
 PREV_CLOSE_FIELD = "__pc__"
 
 
@@ -29,26 +30,34 @@ class CheckpointError(ValueError):
     pass
 
 
-def fingerprint(rule: Rule) -> str:
-    return hashlib.sha1(rule.to_json().encode()).hexdigest()[:16]
+def fingerprint(armed: Armed) -> str:
+    """Which version of the rule a state belongs to; computed once per armed rule (dumping a
+    rule's JSON costs more than the rest of its snapshot)."""
+    if not armed.fingerprint:
+        armed.fingerprint = hashlib.sha1(armed.rule.to_json().encode()).hexdigest()[:16]
+    return armed.fingerprint
 
 
-def _slots(obj: object) -> list[str]:
-    return [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())]
+@functools.cache
+def _slots(cls: type) -> tuple[str, ...]:
+    return tuple(name for c in cls.__mro__ for name in getattr(c, "__slots__", ()))
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, deque) else value
+    return list(value) if type(value) is deque else value
 
 
 def snapshot(armed: Armed) -> bytes:
     ev = armed.evaluator
+    missing = _MISSING
     try:
-        return orjson.dumps({
-            "fp": fingerprint(armed.rule), "last_fire_t": armed.last_fire_t,
-            "done": armed.done,
-            "ev": {name: _plain(getattr(ev, name)) for name in _slots(ev) if hasattr(ev, name)},
-        })
+        state = {}
+        for name in _slots(type(ev)):
+            value = getattr(ev, name, missing)
+            if value is not missing:
+                state[name] = _plain(value)
+        return orjson.dumps({"fp": fingerprint(armed), "last_fire_t": armed.last_fire_t,
+                             "done": armed.done, "ev": state})
     except TypeError as exc:
         raise CheckpointError(f"rule {armed.rule.id}: state is not JSON: {exc}") from exc
 
@@ -58,7 +67,7 @@ def restore(armed: Armed, raw: bytes | str) -> bool:
     version of the rule or cannot be read (the rule then starts over)."""
     try:
         state = orjson.loads(raw)
-        if state.get("fp") != fingerprint(armed.rule):
+        if state.get("fp") != fingerprint(armed):
             return False
         ev = armed.evaluator
         for name, value in state["ev"].items():

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import redis
 import redis.asyncio as aredis
+from redis.commands.core import Script
 
 from proto import keys
 from proto.events import Fields
@@ -88,10 +89,15 @@ return false
 
 
 def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Fields) -> None:
-    """Queue a once-only XADD of one alert to ``sa:alerts`` on a pipeline."""
+    """Queue a once-only XADD of one alert to ``sa:alerts`` on a pipeline (EVALSHA; the
+    pipeline loads the script when the server does not have it yet)."""
     flat = [v for kv in fields.items() for v in kv]
-    pipe.eval(_ALERT_ONCE, 2, keys.ALERTS, keys.alert_seen(alert_id),
-              keys.DELIVERY_TTL_S, *flat)
+    _alert_once(keys=[keys.ALERTS, keys.alert_seen(alert_id)],
+                args=[keys.DELIVERY_TTL_S, *flat], client=pipe)
+
+
+# Given as bytes, the script needs no client to hash it; each call names its pipeline.
+_alert_once = Script(None, _ALERT_ONCE.encode())  # type: ignore[arg-type]
 
 
 def _flatten(reply: list | dict | None) -> list[Entry]:

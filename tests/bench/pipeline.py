@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -122,10 +123,13 @@ def engine_capacity(r: redis.Redis, shards: int, total: int, batch: int = 50) ->
     now_ms = int(time.time() * 1000)
     symbols = sorted(r.hkeys(keys.INSTRUMENTS))
     by_shard: dict[int, list[Tick]] = {i: [] for i in range(shards)}
-    for n in range(total):
+    rnd = random.Random(3)
+    price = dict.fromkeys(symbols, 1000.0)
+    for n in range(total):  # a random walk, so rules fire about as often as on a market
         sym = symbols[n % len(symbols)]
+        price[sym] = round(price[sym] * (1 + rnd.gauss(0, 0.0008)), 2)
         by_shard[keys.shard_for(sym, shards)].append(Tick(
-            sym=sym, tok="1", src="bench", ltp=1000.0 + (n % 97) / 10, vol=n, ts=now_ms + n,
+            sym=sym, tok="1", src="bench", ltp=price[sym], vol=n, ts=now_ms + n,
             rx=now_ms * 1000))
     for shard, ticks in by_shard.items():
         for i in range(0, len(ticks), batch):
@@ -219,6 +223,7 @@ def main(argv: list[str]) -> int:
 
             for i in range(shards):  # fresh rule state: the filled ticks carried made-up times
                 pipe.stop(f"engine-{i}")
+                r.delete(keys.engine_state(i))
             pipe.start_engines()
             pipe.start_sim(10_000, args.symbols)
             pipe.start_ingest()
