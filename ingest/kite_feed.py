@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from ingest import kite
-from ingest.backoff import backoff_s
+from ingest.backoff import ConnectionPolicy
 from ingest.feed_status import FeedStatus
 from ingest.kite_plan import change_messages, subscribe_messages
 from ingest.kite_text import KiteTextError, describe_order, parse_text
@@ -55,9 +55,7 @@ class KiteConnection:
 
     def __init__(self, name: str, ws_url: str, api_key: str, subscriptions: Mapping[int, str],
                  symbols: Mapping[int, str], writer: TickWriter, stats: Stats,
-                 tokens: AccessTokens, status: FeedStatus, *, silence_s: float,
-                 reconnect_min_s: float, reconnect_max_s: float,
-                 connect_timeout_s: float) -> None:
+                 tokens: AccessTokens, status: FeedStatus, policy: ConnectionPolicy) -> None:
         self.name = name
         self._url = ws_url
         self._api_key = api_key
@@ -67,9 +65,7 @@ class KiteConnection:
         self._stats = stats
         self._tokens = tokens
         self._status = status
-        self._silence_s = silence_s
-        self._backoff = (reconnect_min_s, reconnect_max_s)
-        self._connect_timeout_s = connect_timeout_s
+        self._policy = policy
         self._ws: ClientConnection | None = None
         self._last_frame: float | None = None  # monotonic time of the last binary frame
 
@@ -106,20 +102,16 @@ class KiteConnection:
                 failure = f"server refused the connection: HTTP {exc.response.status_code}"
             except HeartbeatSilence:
                 self._stats.inc("silences")
-                failure = f"no data for {self._silence_s:g} s"
+                failure = f"no data for {self._policy.silence_s:g} s"
             except (OSError, TimeoutError, WebSocketException) as exc:
                 failure = f"connection lost: {describe(exc)}"
             if failure is None:  # the token reached its daily expiry
                 await self._tokens.expire(token)
                 attempt = 0
                 continue
+            log.warning("%s: %s", self.name, failure)
             await self._status.down(self.name, failure)
-            attempt = 1 if time.monotonic() - started > self._backoff[1] else attempt + 1
-            delay = backoff_s(attempt, *self._backoff)
-            self._stats.inc("reconnects")
-            log.warning("%s: %s; reconnecting in %.2f s (attempt %d)", self.name, failure,
-                        delay, attempt)
-            await asyncio.sleep(delay)
+            attempt = await self._policy.pause(self.name, attempt, started, self._stats)
 
     async def _connect(self, token: AccessToken) -> str | None:
         """One session; returns None when the token's expiry ended it (errors raise)."""
@@ -130,7 +122,7 @@ class KiteConnection:
         try:
             async with asyncio.timeout_at(deadline) as window:
                 async with connect(socket_url(self._url, self._api_key, token.value),
-                                   open_timeout=self._connect_timeout_s, ping_interval=None,
+                                   open_timeout=self._policy.connect_timeout_s, ping_interval=None,
                                    max_size=2**22, close_timeout=2, logger=ws_log,
                                    additional_headers={"X-Kite-Version": "3"},
                                    user_agent_header=USER_AGENT) as ws:
@@ -163,7 +155,7 @@ class KiteConnection:
         first = True
         while True:
             try:
-                async with asyncio.timeout(self._silence_s):
+                async with asyncio.timeout(self._policy.silence_s):
                     message = await ws.recv()
             except TimeoutError:
                 raise HeartbeatSilence from None

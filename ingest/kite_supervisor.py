@@ -117,10 +117,7 @@ class KiteFeed:
         s = self._settings
         return KiteConnection(name, s.ws_url(), self._api_key, subscriptions, self._symbols,
                               self._writer, self._stats, self.tokens, self.status,
-                              silence_s=s.heartbeat_silence_s,
-                              reconnect_min_s=s.reconnect_min_s,
-                              reconnect_max_s=s.reconnect_max_s,
-                              connect_timeout_s=s.connect_timeout_s)
+                              s.connection_policy())
 
     async def _load(self) -> list[master.Instrument]:
         """Fetch the dump; transport failures retry, a refused token waits for a new one."""

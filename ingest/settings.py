@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 
+from ingest.backoff import ConnectionPolicy
 from proto.settings import BaseSettings
 
 DUMMY_SIM_KEY = "sim-key"
@@ -80,6 +81,10 @@ class IngestSettings(BaseSettings):
             raise ValueError("feed kite needs KITE_API_KEY (the access token comes from the "
                              "dashboard's login or STORMALERT_KITE_ACCESS_TOKEN)")
         return self
+
+    def connection_policy(self) -> ConnectionPolicy:
+        return ConnectionPolicy(self.heartbeat_silence_s, self.reconnect_min_s,
+                                self.reconnect_max_s, self.connect_timeout_s)
 
     def api_url(self) -> str:
         return self.sim_url if self.feed == "sim" else self.kite_api_url

@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from ingest import upstox
-from ingest.backoff import backoff_s
+from ingest.backoff import ConnectionPolicy
 from ingest.feed_status import FeedStatus
 from ingest.tokens import AccessTokens
 from ingest.writer import TickWriter
@@ -114,9 +114,8 @@ class UpstoxConnection:
 
     def __init__(self, name: str, api_url: str, instrument_keys: Sequence[str], mode: str,
                  symbols: Mapping[str, str], writer: TickWriter, stats: Stats,
-                 r: aredis.Redis, tokens: AccessTokens, status: FeedStatus, *,
-                 silence_s: float, reconnect_min_s: float, reconnect_max_s: float,
-                 connect_timeout_s: float) -> None:
+                 r: aredis.Redis, tokens: AccessTokens, status: FeedStatus,
+                 policy: ConnectionPolicy) -> None:
         self.name = name
         self._api_url = api_url
         self._keys = list(instrument_keys)
@@ -127,9 +126,7 @@ class UpstoxConnection:
         self._r = r
         self._tokens = tokens
         self._status = status
-        self._silence_s = silence_s
-        self._backoff = (reconnect_min_s, reconnect_max_s)
-        self._connect_timeout_s = connect_timeout_s
+        self._policy = policy
         self._alive_at = 0.0
 
     async def run(self) -> None:
@@ -139,8 +136,8 @@ class UpstoxConnection:
             started = time.monotonic()
             try:
                 url = await asyncio.to_thread(authorize, self._api_url, token.value,
-                                              self._connect_timeout_s)
-                async with connect(url, open_timeout=self._connect_timeout_s,
+                                              self._policy.connect_timeout_s)
+                async with connect(url, open_timeout=self._policy.connect_timeout_s,
                                    ping_interval=None, max_size=2**24, close_timeout=2,
                                    user_agent_header=USER_AGENT) as ws:
                     await self._session(ws)
@@ -153,18 +150,14 @@ class UpstoxConnection:
             except InvalidStatus as exc:
                 reason = f"feed URL refused: HTTP {exc.response.status_code}"
             except FeedSilence:
-                reason = f"no data and no pong for {self._silence_s:.1f} s"
+                reason = f"no data and no pong for {self._policy.silence_s:.1f} s"
             except AuthorizeFailed as exc:
                 reason = str(exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 reason = str(exc) or type(exc).__name__
             log.warning("%s: %s", self.name, reason)
             await self._status.down(self.name, reason)
-            attempt = 1 if time.monotonic() - started > self._backoff[1] else attempt + 1
-            delay = backoff_s(attempt, *self._backoff)
-            self._stats.inc("reconnects")
-            log.info("%s: reconnecting in %.2f s (attempt %d)", self.name, delay, attempt)
-            await asyncio.sleep(delay)
+            attempt = await self._policy.pause(self.name, attempt, started, self._stats)
 
     async def _session(self, ws: ClientConnection) -> None:
         for message in subscribe_messages(self._keys, self._mode):
@@ -185,10 +178,10 @@ class UpstoxConnection:
         self._alive_at = time.monotonic()
         while True:
             try:
-                async with asyncio.timeout(self._silence_s / 2):
+                async with asyncio.timeout(self._policy.silence_s / 2):
                     message = await ws.recv()
             except TimeoutError:
-                if time.monotonic() - self._alive_at > self._silence_s:
+                if time.monotonic() - self._alive_at > self._policy.silence_s:
                     raise FeedSilence from None
                 await self._probe(ws)
                 continue

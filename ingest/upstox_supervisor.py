@@ -74,10 +74,7 @@ class UpstoxFeed:
         s = self._settings
         return UpstoxConnection(name, s.upstox_api_url, keys, s.upstox_mode, symbols,
                                 self._writer, self._stats, self._r, self.tokens, self.status,
-                                silence_s=s.heartbeat_silence_s,
-                                reconnect_min_s=s.reconnect_min_s,
-                                reconnect_max_s=s.reconnect_max_s,
-                                connect_timeout_s=s.connect_timeout_s)
+                                s.connection_policy())
 
     async def _load(self) -> list[master.UpstoxInstrument]:
         """Fetch the master; transport failures and 5xx retry with backoff."""

@@ -12,7 +12,7 @@ import redis
 from websockets.asyncio.server import ServerConnection, serve
 
 from ingest import instruments as master
-from ingest.backoff import backoff_s
+from ingest.backoff import ConnectionPolicy, backoff_s
 from ingest.feed_status import FeedStatus
 from ingest.kite_feed import KiteConnection, socket_url
 from ingest.kite_plan import rebalance, subscribe_messages
@@ -157,9 +157,9 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
                                   expiry=None)
             conn = KiteConnection("t", f"ws://127.0.0.1:{port}", "k",
                                   {408065: "full", 256265: "full"}, {408065: "NSE:INFY"},
-                                  writer, stats, tokens, status, silence_s=0.3,
-                                  reconnect_min_s=0.05, reconnect_max_s=0.1,
-                                  connect_timeout_s=2)
+                                  writer, stats, tokens, status,
+                                  ConnectionPolicy(silence_s=0.3, reconnect_min_s=0.05,
+                                                   reconnect_max_s=0.1, connect_timeout_s=2))
             task = asyncio.create_task(conn.run())
             await asyncio.sleep(1.5)
             task.cancel()
