@@ -36,7 +36,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check proto ingest engine notify web deploy tests
-	$(VENV)/bin/mypy proto engine
+	$(VENV)/bin/mypy proto engine ingest notify web deploy
 	$(VENV)/bin/lint-imports
 
 proto: install

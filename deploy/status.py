@@ -48,7 +48,8 @@ def collect(r: redis.Redis) -> dict[str, Any]:
         if state:
             feeds[feed] = state
     latencies = []
-    for _id, fields in r.xrevrange(keys.ALERTS, count=LATENCY_SAMPLE):  # type: ignore[union-attr]
+    recent: Any = r.xrevrange(keys.ALERTS, count=LATENCY_SAMPLE)
+    for _id, fields in recent:
         try:
             latencies.append((int(fields["at"]) - int(fields["rx"])) / 1000)
         except (KeyError, ValueError):

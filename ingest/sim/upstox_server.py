@@ -171,7 +171,7 @@ class UpstoxSide:
                 day_start_ms(time.time()))
         return cached
 
-    def frames(self, kind: int, feeds: list[tuple[int, str]]) -> list[bytes]:
+    def frames(self, kind: pb.Type, feeds: list[tuple[int, str]]) -> list[bytes]:
         now_ms = time.time_ns() // 1_000_000
         return [wire.header(kind, now_ms) + b"".join(
                     self.feed_bytes(index, mode)

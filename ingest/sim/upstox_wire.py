@@ -102,7 +102,7 @@ def master_json_gz(instruments: Sequence[Instrument], keys: Sequence[str]) -> by
     return gzip.compress(orjson.dumps(rows), mtime=0)
 
 
-def header(kind: int, now_ms: int) -> bytes:
+def header(kind: pb.Type, now_ms: int) -> bytes:
     return pb.FeedResponse(type=kind, currentTs=now_ms).SerializeToString()
 
 
