@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import orjson
 import redis
 
 from tests.helpers import ROOT, stop, wait_for
 
-__all__ = ["ROOT", "heartbeat", "start_ingest", "start_sim", "stop", "wait_for"]
+__all__ = ["ROOT", "heartbeat", "running_sim", "start_ingest", "start_sim", "stop", "wait_for"]
 
 
 def start_sim(port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -26,6 +28,16 @@ def start_sim(port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
         err = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"sim did not start: {line!r} {err}")
     return proc, line.removeprefix("sim listening on ")
+
+
+@contextlib.contextmanager
+def running_sim(*args: str) -> Iterator[str]:
+    """A simulator on a free port for the ``with`` block; its base URL."""
+    proc, url = start_sim(0, *args)
+    try:
+        yield url
+    finally:
+        stop(proc)
 
 
 def start_ingest(redis_url: str, sim_url: str, shards: int,

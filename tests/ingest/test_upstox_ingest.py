@@ -16,7 +16,7 @@ import redis
 from ingest.upstox_feed import plan_connections, subscribe_messages
 from proto import keys
 from proto.events import decode_ticks
-from tests.ingest.procs import ROOT, heartbeat, start_sim, stop, wait_for
+from tests.ingest.procs import ROOT, heartbeat, running_sim, stop, wait_for
 
 NAMED = {"NSE:INFY": "NSE_EQ|INE009A01021", "NSE:RELIANCE": "NSE_EQ|INE002A01018",
          "NSE:TCS": "NSE_EQ|INE467B01029", "NSE:NIFTY 50": "NSE_INDEX|Nifty 50"}
@@ -26,12 +26,9 @@ GOOD = "good-upstox-token"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[str]:
-    proc, url = start_sim(0, "--symbols", "200", "--rate", "300", "--seed", "11",
-                          "--upstox-token", GOOD)
-    try:
+    with running_sim("--symbols", "200", "--rate", "300", "--seed", "11",
+                     "--upstox-token", GOOD) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def start_upstox_ingest(redis_url: str, sim_url: str, token: str,

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.ingest.procs import ROOT, start_sim, stop
+from tests.ingest.procs import ROOT, running_sim
 from tests.ingest.tls_proxy import TlsProxy
 
 INFY, NIFTY, TCS = "NSE_EQ|INE009A01021", "NSE_INDEX|Nifty 50", "NSE_EQ|INE467B01029"
@@ -56,13 +56,12 @@ SDK_CLIENT = textwrap.dedent("""
 
 @pytest.fixture
 def sim_and_proxy(tmp_path: Path) -> Iterator[tuple[str, TlsProxy]]:
-    proc, url = start_sim(0, "--symbols", "60", "--rate", "300", "--upstox-token", TOKEN)
-    proxy = TlsProxy(tmp_path, int(url.rsplit(":", 1)[1]))
-    try:
-        yield url, proxy
-    finally:
-        proxy.close()
-        stop(proc)
+    with running_sim("--symbols", "60", "--rate", "300", "--upstox-token", TOKEN) as url:
+        proxy = TlsProxy(tmp_path, int(url.rsplit(":", 1)[1]))
+        try:
+            yield url, proxy
+        finally:
+            proxy.close()
 
 
 def test_market_data_streamer_v3_receives_the_sim_feed(

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from ingest import upstox
 from proto import MarketDataFeedV3_pb2 as pb
-from tests.ingest.procs import start_sim, stop
+from tests.ingest.procs import running_sim
 
 INFY, NIFTY = "NSE_EQ|INE009A01021", "NSE_INDEX|Nifty 50"
 TOKEN = "sim-upstox-token"
@@ -24,12 +24,9 @@ TOKEN = "sim-upstox-token"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[str]:
-    proc, url = start_sim(0, "--symbols", "120", "--rate", "400", "--seed", "5",
-                          "--upstox-token", TOKEN)
-    try:
+    with running_sim("--symbols", "120", "--rate", "400", "--seed", "5",
+                     "--upstox-token", TOKEN) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def get(url: str, token: str | None = TOKEN) -> tuple[int, bytes]:
