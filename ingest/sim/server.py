@@ -30,6 +30,7 @@ from ingest.sim.hours import TradingGate
 from ingest.sim.market import STEP_S, Market
 from ingest.sim.options import SimOptions
 from ingest.sim.replay import ReplayRow, replay
+from ingest.sim.session import StepSession
 from ingest.sim.universe import Instrument, instruments_csv_gz
 from ingest.sim.upstox_server import UpstoxSide
 
@@ -37,7 +38,6 @@ log = logging.getLogger("stormalert.sim")
 
 MODES = ("ltp", "quote", "full")
 HEARTBEAT_S = 1.0
-SESSION_QUEUE = 50  # market steps a slow client may lag before steps are dropped for it
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str,
@@ -52,28 +52,17 @@ def _error(status: HTTPStatus, message: str, error_type: str = "GeneralException
     return _response(status, body, "application/json")
 
 
-class KiteSession:
+class KiteSession(StepSession):
     """One ticker WebSocket client."""
 
     def __init__(self, ws: ServerConnection, sim: Simulator) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.sim = sim
         self.modes: dict[int, str] = {}
-        self.steps: asyncio.Queue[list[int]] = asyncio.Queue(SESSION_QUEUE)
         self._last_sent = time.monotonic()
 
-    def notify(self, indices: list[int]) -> None:
-        if self.steps.full():
-            self.steps.get_nowait()  # a slow client loses the oldest step, never stalls others
-        self.steps.put_nowait(indices)
-
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            sender = tg.create_task(self._send_loop(), name="sim-kite-send")
-            try:
-                await self._receive_loop()
-            finally:
-                sender.cancel()
+        await self.serve("sim-kite-send")
 
     async def _receive_loop(self) -> None:
         async for message in self.ws:

@@ -17,7 +17,6 @@ subscribed keys with another mode, or ``change_mode``, switches their mode; ``un
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -34,6 +33,7 @@ from websockets.http11 import Request, Response
 
 from ingest.sim import upstox_wire as wire
 from ingest.sim.market import Market
+from ingest.sim.session import StepSession
 from ingest.sim.universe import Instrument
 from proto import MarketDataFeedV3_pb2 as pb
 
@@ -46,7 +46,6 @@ MASTER_PATH = "/upstox/instruments/complete.json.gz"
 PATHS = (AUTHORIZE_PATH, WS_PATH, FEEDS_PATH, MASTER_PATH)
 CODE_TTL_S = 60.0
 MAX_FEEDS_PER_FRAME = 1000
-SESSION_QUEUE = 50  # market steps a slow client may lag before steps are dropped for it
 IST_OFFSET_S = 19_800
 
 
@@ -185,28 +184,17 @@ def day_start_ms(now_s: float) -> int:
     return day * 1000
 
 
-class UpstoxSession:
+class UpstoxSession(StepSession):
     """One feed WebSocket client."""
 
     def __init__(self, ws: ServerConnection, side: UpstoxSide) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.side = side
         self.modes: dict[int, str] = {}  # instrument index -> mode
-        self.steps: asyncio.Queue[list[int]] = asyncio.Queue(SESSION_QUEUE)
-
-    def notify(self, indices: list[int]) -> None:
-        if self.steps.full():
-            self.steps.get_nowait()  # a slow client loses the oldest step, never stalls others
-        self.steps.put_nowait(indices)
 
     async def run(self) -> None:
         await self.ws.send(wire.market_info(self.side.segments, time.time_ns() // 1_000_000))
-        async with asyncio.TaskGroup() as tg:
-            sender = tg.create_task(self._send_loop(), name="sim-upstox-send")
-            try:
-                await self._receive_loop()
-            finally:
-                sender.cancel()
+        await self.serve("sim-upstox-send")
 
     async def _receive_loop(self) -> None:
         async for message in self.ws:
