@@ -177,11 +177,11 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
 
 
 def test_writer_entry_is_the_documented_batch_format() -> None:
-    from ingest.writer import _encode
-    from proto.events import encode_tick_batch
+    from proto.events import encode_ticks_json
 
     ticks = [tick("NSE:A", 1), Tick("CDS:X", "7", "kite", 83.1234567, 5, 1, 2, oi=3,
                                     ask=83.125, pc=83.0, o=83.1, h=83.2, l=82.9)]
-    ours = _encode(ticks).decode()
-    assert orjson.loads(ours) == orjson.loads(encode_tick_batch(ticks)["ticks"])
-    assert ours == encode_tick_batch(ticks)["ticks"]  # same keys, order and spelling
+    written = orjson.loads(encode_ticks_json(ticks))
+    # the documented fields, in the documented order, absent optional ones left out
+    assert written == [t.to_dict() for t in ticks]
+    assert [list(d) for d in written] == [list(t.to_dict()) for t in ticks]
