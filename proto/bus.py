@@ -100,7 +100,8 @@ def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Field
 _alert_once = Script(None, _ALERT_ONCE.encode())  # type: ignore[arg-type]
 
 
-def _flatten(reply: list | dict | None) -> list[Entry]:
+def flatten(reply: list | dict | None) -> list[Entry]:
+    """The entries of an XREAD/XREADGROUP reply, RESP2 or RESP3, deleted ones left out."""
     if not reply:
         return []
     if isinstance(reply, dict):  # RESP3
@@ -112,13 +113,13 @@ def read_group(r: redis.Redis, stream: str, group: str, consumer: str, *, count:
                block_ms: int | None, start: str = ">") -> list[Entry]:
     """New entries for this consumer (``start='>'``) or its own pending ones (``'0'``)."""
     reply = r.xreadgroup(group, consumer, {stream: start}, count=count, block=block_ms)
-    return _flatten(reply)  # type: ignore[arg-type]
+    return flatten(reply)  # type: ignore[arg-type]
 
 
 async def aread_group(r: aredis.Redis, stream: str, group: str, consumer: str, *, count: int,
                       block_ms: int | None, start: str = ">") -> list[Entry]:
     reply = await r.xreadgroup(group, consumer, {stream: start}, count=count, block=block_ms)
-    return _flatten(reply)
+    return flatten(reply)
 
 
 def claim_stale(r: redis.Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int,

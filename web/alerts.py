@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis.asyncio as aredis
 
-from proto import keys
+from proto import bus, keys
 from proto.events import Alert, CodecError, Fields
 from web.views import User, alert_view
 
@@ -22,7 +22,7 @@ ENTRY_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 START_ID = "0-0"  # before every entry: the cursor of an empty stream
 _CHUNK = 500
 
-Entry = tuple[str, Fields]
+Entry = bus.Entry
 
 
 def valid_entry_id(value: str | None) -> str | None:
@@ -84,8 +84,4 @@ async def read_after(ar: aredis.Redis, cursor: str, *, block_ms: int,
                      count: int = 200) -> list[Entry]:
     """Entries after ``cursor``, waiting up to ``block_ms`` for the first one."""
     reply: Any = await ar.xread({keys.ALERTS: cursor}, count=count, block=block_ms)
-    if not reply:
-        return []
-    if isinstance(reply, dict):  # RESP3
-        return [e for entries in reply.values() for e in entries[0] if e[1] is not None]
-    return [e for _stream, entries in reply for e in entries if e[1] is not None]
+    return bus.flatten(reply)
