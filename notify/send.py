@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import apprise
-import orjson
 
 from notify.render import Message, fit
+from proto import store
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,8 @@ class SendOutcome:
 def parse_channels(raw: dict[str, str]) -> tuple[list[Channel], list[str]]:
     """Channels from the ``keys.user_channels`` hash (id -> JSON {url, tag}); ids that could
     not be read come back second."""
-    channels, bad = [], []
-    for cid, value in sorted(raw.items()):
-        try:
-            record = orjson.loads(value)
-            channels.append(Channel(id=cid, url=str(record["url"]),
-                                    tag=str(record.get("tag", "default"))))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            bad.append(cid)
-    return channels, bad
+    records, unreadable = store.decode_channels(raw)
+    return [Channel(id=c["id"], url=c["url"], tag=c["tag"]) for c in records], unreadable
 
 
 def select(channels: list[Channel], tags: list[str]) -> list[Channel]:

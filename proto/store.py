@@ -100,12 +100,22 @@ def remove_channel(r: redis.Redis, name: str, cid: str) -> bool:
 
 
 def list_channels(r: redis.Redis, name: str) -> list[dict[str, str]]:
-    raw = r.hgetall(keys.user_channels(name))
-    out = []
-    for cid, value in sorted(raw.items()):  # type: ignore[union-attr]
-        record = orjson.loads(value)
-        out.append({"id": cid, "url": record["url"], "tag": record.get("tag", "default")})
-    return out
+    raw: Any = r.hgetall(keys.user_channels(name))
+    return decode_channels(raw)[0]
+
+
+def decode_channels(raw: dict[str, str]) -> tuple[list[dict[str, str]], list[str]]:
+    """The ``keys.user_channels`` hash (id -> JSON {url, tag}) as {id, url, tag} records, by
+    id; the ids whose record cannot be read come second."""
+    channels, unreadable = [], []
+    for cid, value in sorted(raw.items()):
+        try:
+            record = orjson.loads(value)
+            channels.append({"id": cid, "url": str(record["url"]),
+                             "tag": str(record.get("tag", "default"))})
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            unreadable.append(cid)
+    return channels, unreadable
 
 
 def validate_apprise_url(url: str) -> None:
