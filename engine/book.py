@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from engine.kinds import Evaluator, Ref, describe, make_evaluator
 from engine.session import Session
@@ -20,10 +21,11 @@ class Armed:
     """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
 
     __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "fingerprint",
-                 "last_fire_t", "market_hours", "once", "per_bar", "rule")
+                 "last_fire_t", "market_hours", "once", "params", "per_bar", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        self.params: Any = None  # the validated params model, built on the first firing
         self.evaluator: Evaluator = make_evaluator(rule.kind, rule.params)
         self.cooldown_ms = rule.cooldown_s * 1000
         self.once = rule.frequency == "once"
@@ -111,6 +113,8 @@ class Book:
                 continue  # outside the session the rule does not see the tick at all
             try:
                 ref = armed.on_tick(p, t, pc, vol)
+                if ref is not None and armed.params is None:
+                    armed.params = armed.rule.typed_params()
             except Exception:  # a broken rule is disabled, the shard lives on
                 log.exception("rule %s raised; disabling it", armed.rule.id)
                 self.errors += 1
@@ -118,7 +122,7 @@ class Book:
                 ref = None
             if ref is not None:
                 rule = armed.rule
-                firings.append(Firing(rule, ref, describe(rule.kind, rule.params, sym, p, ref)))
+                firings.append(Firing(rule, ref, describe(rule.kind, armed.params, sym, p, ref)))
             finished = finished or armed.done
         if finished:
             for armed in [a for a in rules if a.done]:

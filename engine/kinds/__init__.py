@@ -119,12 +119,11 @@ def make_evaluator(kind: str, params: dict[str, Any]) -> Evaluator:
         return Unbuildable(error)
 
 
-def describe(kind: str, params: dict[str, Any], symbol: str, p: float, ref: Ref) -> str:
-    """The human sentence of a firing; a kind whose describe fails gets a plain sentence
-    (the alert itself still goes out)."""
+def describe(kind: str, params: Any, symbol: str, p: float, ref: Ref) -> str:
+    """The human sentence of a firing, from the kind's validated params model; a kind whose
+    describe fails gets a plain sentence (the alert itself still goes out)."""
     try:
-        spec = kind_of(kind)
-        text = spec.describe(spec.params.model_validate(params), symbol, p, ref)
+        text = kind_of(kind).describe(params, symbol, p, ref)
         if isinstance(text, str):
             return text
         log.error("describe of kind %r returned a %s, not a str", kind, type(text).__name__)
