@@ -32,6 +32,23 @@ class NotifySettings(BaseSettings):
     # Base URL of the web dashboard for links in messages; empty: no link.
     dashboard_url: str = ""
 
+    # sending
+    # API base URL per apprise scheme, replacing the service's own (a self-hosted Telegram
+    # Bot API server, or a local test server): JSON, e.g. {"tgram": "http://127.0.0.1:8081"}.
+    # Schemes: tgram, whatsapp, twilio.
+    notify_api_base: dict[str, str] = Field(default_factory=dict)
+    # Keep-alive connections per webhook host (json://, form:// are sent by notify.webhook).
+    notify_webhook_connections: int = Field(default=100, ge=1, le=10_000)
+    # Pacing (token buckets, one second's worth of burst): Telegram allows about 1 message/s
+    # per chat and 30/s per bot; Meta's Cloud API about 80/s per business number; Twilio
+    # queues above its per-sender rate (80/s for WhatsApp senders).
+    notify_pace_tgram_chat_per_s: float = Field(default=1.0, gt=0)
+    notify_pace_tgram_bot_per_s: float = Field(default=30.0, gt=0)
+    notify_pace_whatsapp_number_per_s: float = Field(default=80.0, gt=0)
+    notify_pace_twilio_number_per_s: float = Field(default=80.0, gt=0)
+    # The longest Retry-After (Telegram's retry_after) honoured; a longer one is capped.
+    notify_retry_after_max_s: float = Field(default=300.0, gt=0)
+
     @model_validator(mode="after")
     def _backoff_order(self) -> NotifySettings:
         if self.notify_backoff_cap_s < self.notify_backoff_base_s:
