@@ -49,6 +49,19 @@ class NotifySettings(BaseSettings):
     # The longest Retry-After (Telegram's retry_after) honoured; a longer one is capped.
     notify_retry_after_max_s: float = Field(default=300.0, gt=0)
 
+    # storm control and quiet hours
+    # Alerts per user per minute (by the alert's emit time) sent one by one; the rest of that
+    # minute is folded into one digest. A user's own setting (stormalert user prefs) wins;
+    # 0 turns storm control off.
+    notify_max_per_minute: int = Field(default=30, ge=0, le=1_000_000)
+    # A digest goes out this long after its window closed and after the last alert folded
+    # into it, so alerts of the window still being read are not left out.
+    notify_digest_grace_s: float = Field(default=5.0, ge=0)
+    # How often the due digests are looked for.
+    notify_digest_scan_s: float = Field(default=1.0, gt=0)
+    # Length of the digest's list of alerts, within the smallest channel limit (WhatsApp 1024).
+    notify_digest_max_chars: int = Field(default=700, ge=200, le=3500)
+
     @model_validator(mode="after")
     def _backoff_order(self) -> NotifySettings:
         if self.notify_backoff_cap_s < self.notify_backoff_base_s:
