@@ -59,6 +59,34 @@ def delivery(alert_id: str) -> str:
     return f"sa:dlv:{{{alert_id}}}"
 
 
+def user_prefs(name: str) -> str:
+    """Hash of a user's notification preferences: ``max_per_minute`` (decimal text),
+    ``quiet`` (``HH:MM-HH:MM``, IST). Absent fields take the notifier's defaults."""
+    return f"sa:user:{{{name}}}:prefs"
+
+
+def user_rate(name: str, minute: int) -> str:
+    """Hash of one user's alerts in one minute (epoch minute of the alert's emit time):
+    ``#n`` (alerts counted) and ``id:ALERT_ID`` -> the notifier's decision for that alert
+    (``send`` or the digest window it was folded into), so a redelivery decides the same."""
+    return f"sa:user:{{{name}}}:rate:{minute}"
+
+
+def user_digest(name: str, window: str) -> str:
+    """Hash of one digest of a user: ``closed_at`` (epoch µs, set once when it is flushed)."""
+    return f"sa:user:{{{name}}}:digest:{window}"
+
+
+def user_digest_items(name: str, window: str) -> str:
+    """List of the alerts folded into one digest, as JSON summaries, in folding order."""
+    return f"sa:user:{{{name}}}:digest:{window}:items"
+
+
+# Sorted set of digests waiting to be delivered: member ``digest:USER:WINDOW`` (the digest's
+# alert id), score = epoch ms when it is due, or until when a notifier holds it.
+DIGESTS_DUE = "sa:digests:due"
+
+
 BARS_MAXLEN = 5 * 375  # five NSE sessions of one-minute bars
 
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -134,6 +135,98 @@ def redact(url: str) -> str:
     if not sep or not scheme.isalnum():
         return "(not a URL)"
     return f"{scheme}:{channel_id(url)}"
+
+
+# Notification preferences ---------------------------------------------------------------
+
+QUIET_RE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+MAX_PER_MINUTE_LIMIT = 1_000_000
+PREF_FIELDS = ("max_per_minute", "quiet")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPrefs:
+    """A user's notification preferences; None means the notifier's default."""
+
+    max_per_minute: int | None = None  # 0: never fold alerts into a digest
+    quiet: tuple[int, int] | None = None  # (start, end) minute of the IST day; may wrap
+
+    def quiet_text(self) -> str:
+        if self.quiet is None:
+            return ""
+        (sh, sm), (eh, em) = divmod(self.quiet[0], 60), divmod(self.quiet[1], 60)
+        return f"{sh:02d}:{sm:02d}-{eh:02d}:{em:02d}"
+
+
+def parse_quiet(text: str) -> tuple[int, int]:
+    """``HH:MM-HH:MM`` (IST, 24-hour; the end may be on the next day) as minutes of the day."""
+    match = QUIET_RE.match(text.strip())
+    if not match:
+        raise StoreError(f"bad quiet hours {text!r}: expected HH:MM-HH:MM, e.g. 22:00-08:00")
+    sh, sm, eh, em = (int(g) for g in match.groups())
+    if sh > 23 or eh > 23 or sm > 59 or em > 59:
+        raise StoreError(f"bad quiet hours {text!r}: hours 00-23, minutes 00-59")
+    start, end = sh * 60 + sm, eh * 60 + em
+    if start == end:
+        raise StoreError(f"bad quiet hours {text!r}: start and end are the same time")
+    return start, end
+
+
+def parse_max_per_minute(value: str | int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise StoreError(f"bad max per minute {value!r}: expected a whole number") from None
+    if not 0 <= number <= MAX_PER_MINUTE_LIMIT:
+        raise StoreError(f"bad max per minute {number}: 0 (no limit) to {MAX_PER_MINUTE_LIMIT}")
+    return number
+
+
+def decode_prefs(raw: dict[str, str]) -> tuple[NotifyPrefs, list[str]]:
+    """The ``keys.user_prefs`` hash as NotifyPrefs; the problems of unreadable fields (which
+    are left at their default) come second."""
+    max_per_minute, quiet, problems = None, None, []
+    try:
+        if "max_per_minute" in raw:
+            max_per_minute = parse_max_per_minute(raw["max_per_minute"])
+    except StoreError as exc:
+        problems.append(str(exc))
+    try:
+        if raw.get("quiet"):
+            quiet = parse_quiet(raw["quiet"])
+    except StoreError as exc:
+        problems.append(str(exc))
+    return NotifyPrefs(max_per_minute, quiet), problems
+
+
+def get_prefs(r: redis.Redis, name: str) -> NotifyPrefs:
+    raw: Any = r.hgetall(keys.user_prefs(name))
+    return decode_prefs(raw)[0]
+
+
+def set_prefs(r: redis.Redis, name: str, *, max_per_minute: str | int | None = None,
+              quiet: str | None = None) -> NotifyPrefs:
+    """Set the given preferences (both validated before anything is written)."""
+    require_user(r, name)
+    update: dict[str, str] = {}
+    if max_per_minute is not None:
+        update["max_per_minute"] = str(parse_max_per_minute(max_per_minute))
+    if quiet is not None:
+        start, end = parse_quiet(quiet)
+        update["quiet"] = NotifyPrefs(quiet=(start, end)).quiet_text()
+    if update:
+        r.hset(keys.user_prefs(name), mapping=update)  # type: ignore[arg-type]
+    return get_prefs(r, name)
+
+
+def clear_prefs(r: redis.Redis, name: str, fields: tuple[str, ...] = PREF_FIELDS) -> NotifyPrefs:
+    """Back to the notifier's defaults for ``fields``."""
+    require_user(r, name)
+    unknown = set(fields) - set(PREF_FIELDS)
+    if unknown:
+        raise StoreError(f"unknown preference {sorted(unknown)[0]!r}")
+    r.hdel(keys.user_prefs(name), *fields)
+    return get_prefs(r, name)
 
 
 # Rules ---------------------------------------------------------------------------------
