@@ -1,5 +1,14 @@
-"""Delivering one alert: fan out to the owner's matching channels, each isolated, retried
-with capped exponential backoff and jitter, recorded once sent, dead-lettered when given up.
+"""Delivering one alert: fan out to the owner's matching channels, each isolated, paced,
+retried with capped exponential backoff and jitter, recorded once sent, dead-lettered when
+given up.
+
+Webhooks are sent on the event loop over pooled connections (``notify.webhook``); every
+other scheme goes through apprise in our own thread pool. A 429 (Telegram's ``retry_after``,
+or a ``Retry-After`` header) counts as one failed try, like any failure, so a channel that
+keeps answering 429 is still given up after ``notify_max_tries``; but the next try waits at
+least the time asked for (capped at ``notify_retry_after_max_s``), and so does every other
+send on the same pacing keys (the chat and the bot), since the service throttles those, not
+the one message.
 
 ``Deliverer.deliver`` returns True when every channel is sent or given up (the alert may be
 acked) and False when Redis failed part-way (leave the alert pending; it comes back).
@@ -14,14 +23,25 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Literal
 
 import redis
 import redis.asyncio as aredis
 
+from notify import webhook
+from notify.pacing import Limit, Pacer
 from notify.records import Record, Records, alert_dead_fields, dead_letter, now_us
 from notify.render import Message, render
-from notify.send import Channel, SendOutcome, parse_channels, scrub, select, send_blocking
+from notify.send import (
+    Channel,
+    SendOutcome,
+    pace_limits,
+    parse_channels,
+    scrub,
+    select,
+    send_blocking,
+)
 from notify.settings import NotifySettings
 from proto import keys
 from proto.events import Alert
@@ -64,12 +84,18 @@ class KeyedLock:
 
 class Deliverer:
     def __init__(self, settings: NotifySettings, r: aredis.Redis, stats: Stats, *,
-                 send: SendFn = send_blocking, rand: Callable[[], float] = random.random) -> None:
+                 send: SendFn | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
+        """``send``, when given (tests), replaces every path, webhooks included."""
         self.s = settings
         self.r = r
         self.stats = stats
         self.records = Records(r, settings.notify_consumer)
-        self._send = send
+        self._send: SendFn = send or partial(send_blocking, api_base=settings.notify_api_base)
+        self._webhooks = (webhook.WebhookSender(settings.notify_webhook_connections)
+                          if send is None else None)
+        self._plugins = webhook.PluginCache()  # to find a channel's pacing keys
+        self.pacer = Pacer()
         self._rand = rand
         self._alerts = KeyedLock()
         self._lease_ms = int((settings.notify_send_timeout_s + LEASE_SLACK_S) * 1000)
@@ -81,6 +107,16 @@ class Deliverer:
     def close(self) -> None:
         """Stop the send threads; a send still running finishes on its socket timeout."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """``close`` and the webhook connections too."""
+        self.close()
+        if self._webhooks is not None:
+            await self._webhooks.aclose()
+
+    def limits(self, channel: Channel) -> list[Limit]:
+        plugin = self._plugins.get(channel.url)
+        return [] if plugin is None else pace_limits(plugin, channel.scheme, self.s)
 
     async def deliver(self, alert: Alert) -> bool:
         # Two entries with one alert id (an engine redelivery) are handled one after the
@@ -126,8 +162,11 @@ class Deliverer:
     async def _channel_tries(self, alert: Alert, channel: Channel, message: Message,
                              prior: Record | None) -> None:
         attempts = prior.attempts if prior is not None else 0
+        limits = self.limits(channel)
         for try_no in range(1, self.s.notify_max_tries + 1):
             attempts += 1
+            if limits and await self.pacer.wait(limits) > 0:
+                self.stats.inc("paced")
             if await self._take(alert, channel, attempts) == "sent":
                 self.stats.inc("skipped_duplicate")
                 return
@@ -142,6 +181,10 @@ class Deliverer:
             self.stats.inc("retries")
             delay = backoff_s(try_no, self.s.notify_backoff_base_s, self.s.notify_backoff_cap_s,
                               self._rand())
+            if outcome.retry_after_s is not None:
+                asked_s = min(outcome.retry_after_s, self.s.notify_retry_after_max_s)
+                self.pacer.pause(limits, asked_s)
+                delay = max(delay, asked_s)
             log.info("alert %s %s: try %d failed (%s), retry in %.2fs", alert.id,
                      channel.label(), try_no, outcome.error, delay)
             await self.records.write(alert.id, channel.id,
@@ -165,6 +208,11 @@ class Deliverer:
 
     async def _send_once(self, channel: Channel, message: Message) -> SendOutcome:
         timeout_s = self.s.notify_send_timeout_s
+        if self._webhooks is not None and webhook.handles(channel.url):
+            try:
+                return await self._webhooks.send(channel, message, timeout_s)
+            except Exception as exc:  # a bug in our sender is a failed try, never a crash
+                return SendOutcome(False, scrub(f"{type(exc).__name__}: {exc}", channel.url))
         try:
             # The thread keeps running past the timeout, but the plugin's own socket
             # timeouts are set to the same value, so it ends soon after.

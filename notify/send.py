@@ -3,22 +3,36 @@
 Apprise throttles every plugin instance between sends and has no notion of our retries, so
 each send gets a fresh plugin with throttling off (``request_rate_per_sec = 0``, see
 PITFALLS) and socket timeouts of our own; pacing and retries live in ``notify.deliver``.
+Webhooks do not come here: ``notify.webhook`` sends them over pooled connections.
 A channel URL carries secrets: it never appears in a log line, a record or a reason.
+
+Apprise's Telegram, WhatsApp and Twilio plugins read the HTTP answer and drop it, keeping
+only a warning line; a 429's ``retry_after`` would be lost. ``_ResponseTap`` stands in for
+the ``requests`` module those plugins call and notes each answer's status, ``Retry-After``
+header and (for 429s) body for the sending thread, so ``retry_after_s`` can read them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 from urllib.parse import unquote
 
 import apprise
+import orjson
+import requests
+from apprise.plugins import telegram, twilio, whatsapp
 
+from notify.pacing import Limit
 from notify.render import Message, fit
+from notify.settings import NotifySettings
 from proto import store
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,7 @@ class SendOutcome:
     ok: bool
     error: str = ""
     permanent: bool = False  # retrying cannot help (the URL itself is unusable)
+    retry_after_s: float | None = None  # the service asked us to wait this long (a 429)
 
 
 def parse_channels(raw: dict[str, str]) -> tuple[list[Channel], list[str]]:
@@ -74,8 +89,17 @@ def scrub(text: str, url: str) -> str:
     return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a service answered to one request of a plugin."""
+    status: int
+    retry_after: str = ""  # the Retry-After header
+    body: bytes = b""  # kept for 429s only, where it says how long to wait
+
+
 class _ThreadWarnings(logging.Handler):
-    """Apprise's warnings, collected per sending thread: a failed send learns its own reason.
+    """Apprise's warnings and HTTP answers, collected per sending thread: a failed send
+    learns its own reason.
 
     Plugins are called directly (``plugin.notify``), not through ``Apprise.notify``: with a
     deadline (apprise's default 60 s service timeout, or ``timeout=``) that runs every send
@@ -93,14 +117,22 @@ class _ThreadWarnings(logging.Handler):
         if lines is not None:
             lines.append(record.getMessage())
 
+    def answer(self, response: requests.Response) -> None:
+        answers = getattr(self._local, "answers", None)
+        if answers is not None:
+            body = response.content[:4096] if response.status_code == 429 else b""
+            answers.append(Answer(response.status_code,
+                                  response.headers.get("Retry-After", ""), body))
+
     @contextmanager
-    def collect(self) -> Iterator[list[str]]:
+    def collect(self) -> Iterator[tuple[list[str], list[Answer]]]:
         lines: list[str] = []
-        self._local.lines = lines
+        answers: list[Answer] = []
+        self._local.lines, self._local.answers = lines, answers
         try:
-            yield lines
+            yield lines, answers
         finally:
-            self._local.lines = None
+            self._local.lines = self._local.answers = None
 
 
 _WARNINGS = _ThreadWarnings()
@@ -110,12 +142,78 @@ _apprise_log.addHandler(_WARNINGS)
 _apprise_log.propagate = False
 
 
+class _ResponseTap(ModuleType):
+    """The ``requests`` module as the tapped plugins see it: every attribute is the real
+    one, except ``post`` and ``request``, which also hand the answer to ``_WARNINGS``."""
+
+    def __init__(self) -> None:
+        super().__init__("requests")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(requests, name)
+
+    @staticmethod
+    def post(url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.post(url, *args, **kwargs)
+        _WARNINGS.answer(response)
+        return response
+
+    @staticmethod
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.request(method, url, *args, **kwargs)
+        _WARNINGS.answer(response)
+        return response
+
+
+for _module in (telegram, whatsapp, twilio):
+    _module.requests = _ResponseTap()  # type: ignore[attr-defined]
+
+
+def retry_after_s(answers: list[Answer]) -> float | None:
+    """The longest wait any 429 (or 503) answer asked for: Telegram's
+    ``parameters.retry_after`` in the JSON body, else a ``Retry-After`` header in seconds."""
+    waits = [w for w in map(_asked_wait_s, answers) if w is not None]
+    return max(waits) if waits else None
+
+
+def _asked_wait_s(answer: Answer) -> float | None:
+    if answer.status not in (429, 503):
+        return None
+    try:
+        return float(orjson.loads(answer.body)["parameters"]["retry_after"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        pass
+    try:
+        return float(answer.retry_after)
+    except ValueError:
+        return None  # an HTTP date or nothing: our own backoff applies
+
+
+# Where each service's API base URL lives on its plugin, and the path apprise appends.
+API_URLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "tgram": (("notify_url", "/bot"),),
+    "whatsapp": (("notify_url", "/{fb_ver}/{phone_id}/messages"),),
+    "twilio": (("notify_sms_url", "/2010-04-01/Accounts/{sid}/Messages.json"),
+               ("notify_call_url", "/2010-04-01/Accounts/{sid}/Calls.json")),
+}
+
+
+def apply_api_base(plugin: Any, scheme: str, api_base: Mapping[str, str]) -> None:
+    """Point this plugin instance (not its class) at ``api_base[scheme]``, if set."""
+    base = api_base.get(scheme)
+    if not base:
+        return
+    for attribute, path in API_URLS.get(scheme, ()):
+        setattr(plugin, attribute, base.rstrip("/") + path)
+
+
 def warm_up() -> None:
     """Load apprise's plugin registry now (about 0.3 s) rather than on the first alert."""
     apprise.Apprise.instantiate("json://localhost")
 
 
-def send_blocking(channel: Channel, message: Message, timeout_s: float) -> SendOutcome:
+def send_blocking(channel: Channel, message: Message, timeout_s: float,
+                  api_base: Mapping[str, str] | None = None) -> SendOutcome:
     """One attempt to deliver ``message`` on ``channel``. Blocks: run it in a thread."""
     plugin = apprise.Apprise.instantiate(channel.url)
     if plugin is None:
@@ -124,11 +222,33 @@ def send_blocking(channel: Channel, message: Message, timeout_s: float) -> SendO
     plugin.request_rate_per_sec = 0
     plugin.socket_connect_timeout = timeout_s
     plugin.socket_read_timeout = timeout_s
+    apply_api_base(plugin, channel.scheme, api_base or {})
     fitted = fit(message, int(plugin.body_maxlen), int(plugin.title_maxlen))
-    with _WARNINGS.collect() as problems:
+    with _WARNINGS.collect() as (problems, answers):
         ok = plugin.notify(body=fitted.body, title=fitted.title,
                            body_format=apprise.NotifyFormat.TEXT)
     if ok:
         return SendOutcome(True)
     reason = "; ".join(dict.fromkeys(problems)) or "apprise reported failure"
-    return SendOutcome(False, scrub(reason, channel.url))
+    return SendOutcome(False, scrub(reason, channel.url), retry_after_s=retry_after_s(answers))
+
+
+def _key(*parts: object) -> str:
+    """A pacing key; secrets in it (bot tokens) are hashed since keys are kept in memory."""
+    return hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def pace_limits(plugin: Any, scheme: str, s: NotifySettings) -> list[Limit]:
+    """The pacing limits one send on this plugin must respect, narrowest first."""
+    if scheme == "tgram":
+        chats = [Limit(_key("tgram chat", plugin.bot_token, chat), s.notify_pace_tgram_chat_per_s)
+                 for chat, _topic in plugin.targets]
+        bot_rate = s.notify_pace_tgram_bot_per_s
+        return [*chats, Limit(_key("tgram bot", plugin.bot_token), bot_rate, max(bot_rate, 1))]
+    if scheme == "whatsapp":
+        rate = s.notify_pace_whatsapp_number_per_s
+        return [Limit(_key("whatsapp", plugin.from_phone_id), rate, max(rate, 1))]
+    if scheme == "twilio":
+        rate = s.notify_pace_twilio_number_per_s
+        return [Limit(_key("twilio", plugin.source), rate, max(rate, 1))]
+    return []
