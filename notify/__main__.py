@@ -27,7 +27,7 @@ from proto.settings import load
 
 PROCESS = "notify"
 COUNTERS = ("alerts", "sent", "failed", "skipped_duplicate", "retries", "dead", "poison",
-            "no_channel", "acked", "claimed", "redis_errors")
+            "no_channel", "acked", "claimed", "redis_errors", "folded", "digests")
 
 DESCRIPTION = "Deliver alerts from sa:alerts to users' channels (apprise)."
 

@@ -5,8 +5,9 @@ then, interleaved with new entries (``>``), entries other consumers left idle lo
 ``notify_claim_idle_ms`` (they died). Entries this process holds are kept fresh with
 ``XCLAIM ... JUSTID`` so a slow retry sequence is never taken over by another notifier.
 
-An entry is acked only when every channel is sent or given up, or when it is poison
-(unreadable: dead-lettered first). On stop, no new entry is read; in-flight alerts get
+An entry is acked only when every channel is sent or given up, when it is poison
+(unreadable: dead-lettered first), or when storm control or quiet hours folded it into a
+digest (``notify.digest``; the digest is delivered by the flusher this loop runs alongside). On stop, no new entry is read; in-flight alerts get
 ``notify_drain_timeout_s`` to finish and are left pending (unacked) after that.
 """
 
@@ -22,6 +23,7 @@ import redis
 import redis.asyncio as aredis
 
 from notify.deliver import TRANSIENT, Deliverer, backoff_s
+from notify.digest import DigestFlusher, Policy
 from notify.records import dead_fields, dead_letter
 from notify.settings import NotifySettings
 from proto import keys
@@ -37,12 +39,15 @@ GROUP = keys.NOTIFY_GROUP
 
 class Notifier:
     def __init__(self, settings: NotifySettings, r: aredis.Redis, stats: Stats,
-                 deliverer: Deliverer) -> None:
+                 deliverer: Deliverer, *, policy: Policy | None = None,
+                 flusher: DigestFlusher | None = None) -> None:
         self.s = settings
         self.r = r
         self.stats = stats
         self.consumer = settings.notify_consumer
         self.deliverer = deliverer
+        self.policy = policy or Policy(settings, r)
+        self.flusher = flusher or DigestFlusher(settings, r, stats, deliverer)
         self.held: set[str] = set()  # entry ids read or claimed and not yet finished
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._running: set[asyncio.Task[None]] = set()
@@ -56,6 +61,8 @@ class Notifier:
         """Consume until ``stop`` is set, then drain. Redis outages are waited out."""
         async with asyncio.TaskGroup() as tg:
             keepalive = tg.create_task(self._keepalive(), name="notify keepalive")
+            # Digests are flushed even before the group is ready: they need no stream.
+            tg.create_task(self.flusher.run(stop), name="notify digests")
             try:
                 await self._until_ready(stop)
                 await self._own_pending(tg, stop)
@@ -147,7 +154,12 @@ class Notifier:
                 await self._poison(eid, fields, str(exc))
                 return
             self.stats.inc("alerts")
-            if await self.deliverer.deliver(alert):
+            if (await self.policy.decide(alert)).folded:
+                # In a digest now (recorded before this ack): the flusher delivers it.
+                self.stats.inc("folded")
+                await self.r.xack(STREAM, GROUP, eid)
+                self.stats.inc("acked")
+            elif await self.deliverer.deliver(alert):
                 await self.r.xack(STREAM, GROUP, eid)
                 self.stats.inc("acked")
         except TRANSIENT as exc:
