@@ -6,12 +6,13 @@ build exact frames of every packet kind and the simulator never rounds twice.
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import add, mul
+from itertools import pairwise
+
+import numpy as np
+import numpy.typing as npt
 
 HEARTBEAT = b"\x00"
 U32_MAX = 2**31 - 1  # the JS client reads these integers signed
@@ -23,6 +24,7 @@ _INDEX_FULL = struct.Struct(">6IiI")
 _QUOTE = struct.Struct(">11I")
 _FULL_HEAD = struct.Struct(">16I")
 _DEPTH = struct.Struct(">IIH2x")
+LTP_LEN = _LTP.size
 QUOTE_LEN = _QUOTE.size
 FULL_LEN = _FULL_HEAD.size + 10 * _DEPTH.size
 
@@ -109,95 +111,112 @@ def frame(packets: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
-# Bulk encoding for the simulator's send loop: a packet per traded instrument, hundreds of
-# thousands a second, so each packet is one struct call with its u16 length prefix included,
-# and a full packet's depth is one big-integer sum (below) instead of ten struct entries.
+# Bulk encoding for the simulator's send loop: hundreds of thousands of packets a second.
+# The market keeps its state as one int64 row per instrument with the columns in full-packet
+# order, so each packet kind is a column selection cast to big-endian integers in a numpy
+# structured array whose first field is the packet's u16 length: ``.tobytes()`` of the array
+# is that run of packets exactly as they sit in a frame.
+TOKEN, LTP, LAST_QTY, AVG_PRICE, VOLUME, BUY_QTY, SELL_QTY, OPEN, HIGH, LOW, CLOSE, \
+    LAST_TRADE_TIME, OI, OI_DAY_HIGH, OI_DAY_LOW, EXCHANGE_TS = range(16)
+COLUMNS = 16
+MODE_NONE, MODE_LTP, MODE_QUOTE, MODE_FULL = 0, 1, 2, 3
+MODE_CODES = {"ltp": MODE_LTP, "quote": MODE_QUOTE, "full": MODE_FULL}
 MAX_FRAME_BYTES = 1 << 20  # the websockets client's default max_size; Kite clients take it
 MAX_FRAME_PACKETS = 0xFFFF  # the frame's u16 count
-_LTP_P = struct.Struct(">HII")
-_QUOTE_P = struct.Struct(">H11I")
-_FULL_HEAD_P = struct.Struct(">H16I")
-_DEPTH_BYTES = 10 * _DEPTH.size
-_SHAPES = 4096  # precomputed depth quantity/order patterns, drawn per packet
+DEPTH_QTY_MAX, DEPTH_ORDERS_MAX = 2000, 30
+# The ten depth prices are ltp + c * tick: five bids below the last price, five asks from it.
+DEPTH_STEPS = np.array([-1, -2, -3, -4, -5, 0, 1, 2, 3, 4], np.int64)
 
+_INDEX_COLUMNS = [TOKEN, LTP, HIGH, LOW, OPEN, CLOSE]
+_LEVEL_DT = np.dtype([("qty", ">u4"), ("price", ">u4"), ("orders", ">u2"), ("pad", "V2")])
+_LTP_DT = np.dtype([("len", ">u2"), ("body", ">u4", (2,))])
+_QUOTE_DT = np.dtype([("len", ">u2"), ("body", ">u4", (11,))])
+_FULL_DT = np.dtype([("len", ">u2"), ("head", ">u4", (COLUMNS,)), ("depth", _LEVEL_DT, (10,))])
+_INDEX_QUOTE_DT = np.dtype([("len", ">u2"), ("body", ">u4", (6,)), ("change", ">i4")])
+_INDEX_FULL_DT = np.dtype([("len", ">u2"), ("body", ">u4", (6,)), ("change", ">i4"),
+                           ("ts", ">u4")])
+assert _FULL_DT.itemsize == 2 + FULL_LEN and _QUOTE_DT.itemsize == 2 + QUOTE_LEN
 
-def _shift(offset: int, width: int) -> int:
-    """Bit position of a field at ``offset`` in the depth block read as one big-endian int."""
-    return 8 * (_DEPTH_BYTES - offset - width)
-
-
-# The 10 depth prices are ltp + c*tick with c = -1..-5 for the bids and 0..4 for the asks.
-# Read as one integer, the block is shape + tick*_DEPTH_C + ltp*_DEPTH_M: exact as long as
-# every price field stays within 0..2^32-1 (no borrow or carry between fields).
-_PRICE_SHIFTS = [_shift(12 * e + 4, 4) for e in range(10)]
-_DEPTH_M = sum(1 << s for s in _PRICE_SHIFTS)
-_DEPTH_C = sum(c << s for c, s in zip([-1, -2, -3, -4, -5, 0, 1, 2, 3, 4], _PRICE_SHIFTS,
-                                       strict=True))
-
-
-def _depth_shape(rng: random.Random) -> int:
-    shape = 0
-    for e in range(10):
-        shape += (1 + int(rng.random() * 2000)) << _shift(12 * e, 4)
-        shape += (1 + int(rng.random() * 30)) << _shift(12 * e + 8, 2)
-    return shape
+IntArray = npt.NDArray[np.int64]
 
 
 class FrameBuilder:
     """Frames for many instruments at once, in whatever mode each is subscribed in.
 
-    Depth is drawn at send time (random quantities around the last price); ``Quote.bids`` /
-    ``asks`` are not read, so the market need not build Level objects for the Kite side."""
+    Depth is drawn at send time (random quantities around the last price), so the market
+    keeps no book for the Kite side."""
 
-    def __init__(self, ticks: Sequence[int], index_flags: Sequence[bool], seed: int) -> None:
-        self._ticks = list(ticks)
-        self._index = list(index_flags)
-        self._rng = random.Random(seed)
-        self._shapes = [_depth_shape(self._rng) for _ in range(_SHAPES)]
+    def __init__(self, ticks: npt.ArrayLike, index_flags: npt.ArrayLike, seed: int) -> None:
+        self._ticks = np.asarray(ticks, np.int64)
+        self._index = np.asarray(index_flags, bool)
+        self._rng = np.random.default_rng(seed)
 
-    def frames(self, quotes: Sequence[Quote], indices: Iterable[int],
-               modes: Iterable[str | None]) -> list[bytes]:
-        """Frames carrying the packet of each index in its mode (None: not subscribed)."""
-        groups: dict[str, list[int]] = {"ltp": [], "quote": [], "full": []}
-        for index, mode in zip(indices, modes, strict=True):
-            if mode is not None:
-                groups[mode].append(index)
-        flags = self._index
-        packets = [_LTP_P.pack(8, q.token, q.ltp)
-                   for q in map(quotes.__getitem__, groups["ltp"])]
-        for mode in ("quote", "full"):
-            chosen = groups[mode]
-            if any(map(flags.__getitem__, chosen)):
-                for i in chosen:
-                    if flags[i]:
-                        p = index_packet(quotes[i], full=mode == "full")
-                        packets.append(_U16.pack(len(p)) + p)
-                chosen = [i for i in chosen if not flags[i]]
-            packets += self._full(quotes, chosen) if mode == "full" else [
-                _QUOTE_P.pack(QUOTE_LEN, q.token, q.ltp, q.last_qty, q.avg_price, q.volume,
-                              q.buy_qty, q.sell_qty, q.open, q.high, q.low, q.close)
-                for q in map(quotes.__getitem__, chosen)]
-        per_frame = min(MAX_FRAME_PACKETS, (MAX_FRAME_BYTES - 2) // (FULL_LEN + 2))
-        return [_U16.pack(len(part)) + b"".join(part)
-                for part in (packets[at:at + per_frame]
-                             for at in range(0, len(packets), per_frame))]
+    def frames(self, state: IntArray, indices: npt.ArrayLike,
+               modes: npt.ArrayLike) -> list[bytes]:
+        """Frames carrying the packet of each index (distinct) in its mode: ``state`` is the
+        market's (instrument, column) array, ``modes`` one ``MODE_*`` code per index."""
+        idx = np.asarray(indices, np.intp)
+        codes = np.asarray(modes, np.int8)
+        quote, full = idx[codes == MODE_QUOTE], idx[codes == MODE_FULL]
+        quote_index, full_index = self._index[quote], self._index[full]
+        runs = [self._ltp(state, idx[codes == MODE_LTP]),
+                self._index_packets(state, quote[quote_index], full=False),
+                self._quote(state, quote[~quote_index]),
+                self._index_packets(state, full[full_index], full=True),
+                self._full(state, full[~full_index])]
+        return split_frames([r for r in runs if len(r)])
 
-    def _full(self, quotes: Sequence[Quote], chosen: list[int]) -> list[bytes]:
-        qs = list(map(quotes.__getitem__, chosen))
-        heads = [_FULL_HEAD_P.pack(
-            FULL_LEN, q.token, q.ltp, q.last_qty, q.avg_price, q.volume, q.buy_qty, q.sell_qty,
-            q.open, q.high, q.low, q.close, q.last_trade_time, q.oi, q.oi_day_high,
-            q.oi_day_low, q.exchange_ts) for q in qs]
-        ltps = [q.ltp for q in qs]
-        ticks = list(map(self._ticks.__getitem__, chosen))
-        at = self._rng.randrange(_SHAPES)
-        shapes = (self._shapes * (len(qs) // _SHAPES + 2))[at:at + len(qs)]
-        depths = map(int.to_bytes, map(add, map(add, shapes, map(mul, ticks, repeat(_DEPTH_C))),
-                                        map(mul, ltps, repeat(_DEPTH_M))), repeat(_DEPTH_BYTES))
-        out = list(map(add, heads, depths))
-        for n, (p, t) in enumerate(zip(ltps, ticks, strict=True)):
-            if not 5 * t <= p <= U32_MAX - 4 * t:  # a price field would leave 0..2^31-1
-                out[n] = (heads[n] + _depth([Level(1, max(p - t * (e + 1), 0), 1)
-                                             for e in range(5)])
-                          + _depth([Level(1, min(p + t * e, U32_MAX), 1) for e in range(5)]))
+    @staticmethod
+    def _ltp(state: IntArray, idx: npt.NDArray[np.intp]) -> np.ndarray:
+        out = np.empty(len(idx), _LTP_DT)
+        out["len"] = LTP_LEN
+        out["body"] = state[idx, :2]
         return out
+
+    @staticmethod
+    def _quote(state: IntArray, idx: npt.NDArray[np.intp]) -> np.ndarray:
+        out = np.empty(len(idx), _QUOTE_DT)
+        out["len"] = QUOTE_LEN
+        out["body"] = state[idx, :11]
+        return out
+
+    @staticmethod
+    def _index_packets(state: IntArray, idx: npt.NDArray[np.intp], *, full: bool) -> np.ndarray:
+        rows = state[idx]
+        out = np.empty(len(idx), _INDEX_FULL_DT if full else _INDEX_QUOTE_DT)
+        out["len"] = out.itemsize - 2
+        out["body"] = rows[:, _INDEX_COLUMNS]
+        out["change"] = rows[:, LTP] - rows[:, CLOSE]
+        if full:
+            out["ts"] = rows[:, EXCHANGE_TS]
+        return out
+
+    def _full(self, state: IntArray, idx: npt.NDArray[np.intp]) -> np.ndarray:
+        rows = state[idx]
+        out = np.zeros(len(idx), _FULL_DT)  # zeros: the depth entries' padding
+        out["len"] = FULL_LEN
+        out["head"] = rows
+        depth = out["depth"]
+        prices = rows[:, LTP, None] + self._ticks[idx, None] * DEPTH_STEPS
+        depth["price"] = np.clip(prices, 0, U32_MAX)
+        depth["qty"] = self._rng.integers(1, DEPTH_QTY_MAX + 1, depth.shape)
+        depth["orders"] = self._rng.integers(1, DEPTH_ORDERS_MAX + 1, depth.shape)
+        return out
+
+
+def split_frames(runs: list[np.ndarray]) -> list[bytes]:
+    """Runs of packets as frames within the u16 packet count and the byte limit (every packet
+    is at most a full one, so a fixed number of packets per frame fits)."""
+    total = sum(len(r) for r in runs)
+    if total == 0:
+        return []
+    body = b"".join(r.tobytes() for r in runs)
+    per_frame = min(MAX_FRAME_PACKETS, (MAX_FRAME_BYTES - 2) // (FULL_LEN + 2))
+    if total <= per_frame:
+        return [_U16.pack(total) + body]
+    ends = np.cumsum(np.concatenate([np.full(len(r), r.itemsize) for r in runs]))
+    cuts = [0, *ends[per_frame - 1::per_frame].tolist()]
+    if cuts[-1] != len(body):
+        cuts.append(len(body))
+    return [_U16.pack(min(per_frame, total - n * per_frame)) + body[start:end]
+            for n, (start, end) in enumerate(pairwise(cuts))]

@@ -1,5 +1,10 @@
 """The simulator's market: a seeded random walk per instrument, kept in Kite wire integers.
 
+The state is one numpy int64 row per instrument, columns in Kite full-packet order
+(``kite_wire.TOKEN`` … ``EXCHANGE_TS``), so a step is a handful of vector operations and the
+Kite frame builder encodes packets straight from it. ``Market.quotes[i]`` reads one row as a
+``Quote`` (with its five-level book) for the Upstox side and tests: a copy, not a handle.
+
 ``Market.step(now_s)`` advances the instruments that trade in one scheduling interval and
 returns their indices. The four named symbols trade at least once a second whatever the rate;
 the rest of the budget (``rate`` ticks per second) is spread uniformly over the universe.
@@ -8,21 +13,46 @@ the rest of the budget (``rate`` ticks per second) is spread uniformly over the 
 from __future__ import annotations
 
 import logging
-import random
 import zlib
 from collections.abc import Sequence
-from itertools import compress, filterfalse, repeat
-from operator import add, floordiv, itemgetter, mul, not_, truediv
-from typing import TypeVar
+from typing import overload
 
-from ingest.sim.kite_wire import U32_MAX, Level, Quote
+import numpy as np
+import numpy.typing as npt
+
+from ingest.sim.kite_wire import (
+    AVG_PRICE,
+    BUY_QTY,
+    CLOSE,
+    COLUMNS,
+    DEPTH_ORDERS_MAX,
+    DEPTH_QTY_MAX,
+    EXCHANGE_TS,
+    HIGH,
+    LAST_QTY,
+    LAST_TRADE_TIME,
+    LOW,
+    LTP,
+    OI,
+    OI_DAY_HIGH,
+    OI_DAY_LOW,
+    OPEN,
+    SELL_QTY,
+    TOKEN,
+    U32_MAX,
+    VOLUME,
+    IntArray,
+    Level,
+    Quote,
+)
 from ingest.sim.universe import NAMED, Instrument
 
 STEP_S = 0.02  # short steps: trades arrive spread out, not in bursts a latency figure would see
 NAMED_EVERY_STEPS = round(0.5 / STEP_S)  # named symbols trade every 0.5 s: at least once a second
 _VOLATILITY = 0.0008  # per-trade standard deviation of the relative price move
-_POOL = 1 << 16  # precomputed random draws per kind, read from a random start each step
-_T = TypeVar("_T")
+_LEVELS = 5
+
+Indices = npt.NDArray[np.intp]
 
 log = logging.getLogger("stormalert.sim")
 
@@ -31,179 +61,226 @@ class Market:
     def __init__(self, instruments: Sequence[Instrument], rate: float, seed: int,
                  now_s: int) -> None:
         self.instruments = list(instruments)
+        n = len(self.instruments)
         self.rate = max(rate, 0.0)
-        self._rng = random.Random(seed)
-        self._named = [i for i, inst in enumerate(self.instruments) if inst.symbol in NAMED]
+        self._rng = np.random.default_rng(seed)
+        self._named = np.array([i for i, inst in enumerate(self.instruments)
+                                if inst.symbol in NAMED], np.intp)
         self._budget = 0.0
         self._steps = 0
-        self._stale_books: set[int] = set()
         # Per-instrument volatility, scaled by the intraday multiplier the server sets.
-        self.volatility = [base_volatility(inst) for inst in self.instruments]
+        self.volatility = np.array([base_volatility(inst) for inst in self.instruments])
         self.vol_scale = 1.0
-        self.closed: frozenset[int] = frozenset()  # instruments whose market is shut now
-        self._tick = [max(round(inst.tick_size * inst.divisor), 1) for inst in self.instruments]
-        self._is_index = [inst.is_index for inst in self.instruments]
-        self._is_future = [inst.instrument_type == "FUT" for inst in self.instruments]
-        self._order = list(range(len(self.instruments)))
-        self._rng.shuffle(self._order)
+        self._closed: frozenset[int] = frozenset()
+        self._closed_mask = np.zeros(n, bool)
+        self.tick = np.array([tick_of(inst) for inst in self.instruments], np.int64)
+        self.is_index = np.array([inst.is_index for inst in self.instruments], bool)
+        self._is_future = np.array([inst.instrument_type == "FUT" for inst in self.instruments],
+                                   bool)
+        self._order = self._rng.permutation(n)
         self._cursor = 0
-        draw = self._rng
-        self._gauss = [draw.gauss(0.0, 1.0) for _ in range(_POOL)]
-        self._qty = [1 + int(draw.random() * 500) for _ in range(_POOL)]
-        self._book_qty = [1_000 + int(draw.random() * 499_000) for _ in range(_POOL)]
-        self._oi_move = [draw.randint(-50, 60) for _ in range(_POOL)]
-        if self.rate * STEP_S > len(self.instruments):
+        if self.rate * STEP_S > n:
             log.warning("--rate %.0f is more than %d instruments can show at one update per "
-                        "%.0f ms step: capped at %.0f ticks/s", self.rate,
-                        len(self.instruments), STEP_S * 1000, len(self.instruments) / STEP_S)
-        self.quotes = [self._opening(inst, now_s) for inst in self.instruments]
+                        "%.0f ms step: capped at %.0f ticks/s", self.rate, n, STEP_S * 1000,
+                        n / STEP_S)
+        self.state: IntArray = self._opening(now_s)
+        # The book the Upstox side shows: quantities and orders per level, and the last price
+        # it was drawn around. Redrawn lazily (``ensure_book``): most trades never show it.
+        self._book_qty = np.zeros((n, 2 * _LEVELS), np.int64)
+        self._book_orders = np.zeros((n, 2 * _LEVELS), np.int64)
+        self._book_ltp = np.zeros(n, np.int64)
+        self._stale_books = ~self.is_index
+        self._refresh_books(np.flatnonzero(self._stale_books))
+        self.quotes = QuoteView(self)
 
-    def _opening(self, inst: Instrument, now_s: int) -> Quote:
-        close = _clamp(round(inst.price * inst.divisor))
-        open_ = _clamp(round(close * self._rng.uniform(0.99, 1.01)))
-        q = Quote(token=inst.token, ltp=open_, close=close, open=open_, high=open_, low=open_,
-                  avg_price=open_, last_trade_time=now_s, exchange_ts=now_s)
-        self._book(q, inst)
-        return q
+    def _opening(self, now_s: int) -> IntArray:
+        state = np.zeros((len(self.instruments), COLUMNS), np.int64)
+        close = np.array([_clamp(round(inst.price * inst.divisor))
+                          for inst in self.instruments], np.int64)
+        opening = np.clip(np.rint(close * self._rng.uniform(0.99, 1.01, len(close))),
+                          0, U32_MAX).astype(np.int64)
+        state[:, TOKEN] = [inst.token for inst in self.instruments]
+        state[:, CLOSE] = close
+        for column in (LTP, OPEN, HIGH, LOW, AVG_PRICE):
+            state[:, column] = opening
+        state[:, LAST_TRADE_TIME] = state[:, EXCHANGE_TS] = now_s
+        return state
 
-    def step(self, now_s: int) -> list[int]:
-        """Trade one interval's worth of instruments; their indices, in trade order, each
-        at most once (a client sees one update per instrument per step: that is a tick)."""
+    @property
+    def closed(self) -> frozenset[int]:
+        """Instruments whose market is shut now: they do not trade."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, indices: frozenset[int]) -> None:
+        self._closed = frozenset(indices)
+        self._closed_mask[:] = False
+        self._closed_mask[list(self._closed)] = True
+
+    def step(self, now_s: int) -> Indices:
+        """Trade one interval's worth of instruments; their indices, ascending, each at most
+        once (a client sees one update per instrument per step: that is a tick)."""
         self._steps += 1
         n = len(self.instruments)
-        chosen = list(self._named) if self._steps % NAMED_EVERY_STEPS == 1 else []
-        self._budget += self.rate * STEP_S - len(chosen)
+        named = self._named if self._steps % NAMED_EVERY_STEPS == 1 else self._named[:0]
+        self._budget += self.rate * STEP_S - len(named)
         extra = min(int(self._budget), n) if self._budget >= 1 else 0
         self._budget -= extra
         # the named floor does not starve later; a rate above symbols / STEP_S is capped
         self._budget = min(max(self._budget, -self.rate), float(n))
+        chosen = np.zeros(n, bool)
+        chosen[named] = True
         if extra:
-            chosen = list(dict.fromkeys(chosen + self._pick(extra)))
-        if self.closed:
-            chosen = list(filterfalse(self.closed.__contains__, chosen))
-        if chosen:
-            self._trade_many(chosen, now_s)
-        return chosen
+            chosen[self._pick(extra)] = True
+        chosen &= ~self._closed_mask
+        indices = np.flatnonzero(chosen)
+        if len(indices):
+            self._trade(indices, now_s)
+        return indices
 
-    def _pick(self, k: int) -> list[int]:
+    def _pick(self, k: int) -> Indices:
         """The next ``k`` instruments of a shuffled order, reshuffled after each pass: every
-        instrument trades equally often, distinct within a step, without a draw per trade."""
-        order, at = self._order, self._cursor
-        picked = order[at:at + k]
+        instrument trades equally often without a draw per trade."""
+        at = self._cursor
+        picked = self._order[at:at + k].copy()
         if len(picked) < k:
-            self._rng.shuffle(order)
+            # The new pass puts the old pass's tail last, so the step's picks stay distinct
+            # (a collision would silently cut the rate: 3% at 200k ticks/s over 9000 symbols).
+            order = self._rng.permutation(len(self._order))
+            recent = np.zeros(len(order), bool)
+            recent[picked] = True
+            late = recent[order]
+            self._order = np.concatenate([order[~late], order[late]])
             at = k - len(picked)
-            picked += order[:at]
+            picked = np.concatenate([picked, self._order[:at]])
         else:
             at += k
         self._cursor = at
         return picked
 
-    def _trade(self, index: int, now_s: int) -> None:
-        self._trade_many([index], now_s)
+    def _trade(self, indices: Indices, now_s: int) -> None:
+        """One trade for each instrument: indices move their value only, the rest trade."""
+        index_rows = self.is_index[indices]
+        if index_rows.any():
+            idx = indices[index_rows]
+            rows = self.state[idx]
+            rows[:, LTP] = self._walk(idx, rows[:, LTP])
+            rows[:, HIGH] = np.maximum(rows[:, HIGH], rows[:, LTP])
+            rows[:, LOW] = np.minimum(rows[:, LOW], rows[:, LTP])
+            rows[:, EXCHANGE_TS] = now_s
+            self.state[idx] = rows
+            indices = indices[~index_rows]
+        if len(indices):
+            self._trade_stocks(indices, now_s)
 
-    def _trade_many(self, chosen: list[int], now_s: int) -> None:
-        """One trade for each chosen instrument, computed column by column: ``map`` over
-        the instruments' fields with operator functions and precomputed random draws runs
-        in C, where a Python statement per trade set --rate's ceiling (~12 µs a trade)."""
-        index_flags = itemgetter(*chosen)(self._is_index) if len(chosen) > 1 else (
-            self._is_index[chosen[0]],)
-        if any(index_flags):
-            for index in compress(chosen, index_flags):
-                self._trade_index(index, now_s)
-            chosen = list(compress(chosen, map(not_, index_flags)))
-            if not chosen:
-                return
-        k = len(chosen)
-        get = itemgetter(*chosen) if k > 1 else lambda seq: (seq[chosen[0]],)
-        qs = get(self.quotes)
-        # Attribute reads and writes stay in Python loops: the interpreter's specialised slot
-        # access beats operator.attrgetter/setattr (generic lookups) several times over.
-        ltp = [q.ltp for q in qs]
-        volume = [q.volume for q in qs]
-        ticks = get(self._tick)
-        scale = map(mul, get(self.volatility), repeat(self.vol_scale))
-        moves = map(round, map(truediv, map(mul, ltp, map(mul, self._draw(self._gauss, k),
-                                                           scale)), ticks))
-        new_ltp = list(map(min, map(max, map(add, ltp, map(mul, moves, ticks)), ticks),
-                           repeat(U32_MAX)))
-        qty = self._draw(self._qty, k)
-        new_volume = list(map(min, map(add, volume, qty), repeat(U32_MAX)))
-        new_avg = map(min, map(floordiv, map(add, map(mul, [q.avg_price for q in qs], volume),
-                                             map(mul, new_ltp, qty)), new_volume),
-                      repeat(U32_MAX))
-        for q, p, v, a, n, b, s in zip(qs, new_ltp, new_volume, new_avg, qty,
-                                       self._draw(self._book_qty, k),
-                                       self._draw(self._book_qty, k), strict=False):
-            q.ltp, q.volume, q.avg_price, q.last_qty, q.buy_qty, q.sell_qty = p, v, a, n, b, s
-            if p > q.high:
-                q.high = p
-            elif p < q.low:
-                q.low = p
-            q.last_trade_time = q.exchange_ts = now_s
-        futures = list(compress(qs, get(self._is_future)))
-        if futures:
-            self._move_oi(futures)
-        self._stale_books.update(chosen)
+    def _trade_stocks(self, idx: Indices, now_s: int) -> None:
+        k, draw = len(idx), self._rng.integers
+        rows = self.state[idx]
+        ltp = self._walk(idx, rows[:, LTP])
+        qty = draw(1, 501, k)
+        volume = rows[:, VOLUME]
+        new_volume = np.minimum(volume + qty, U32_MAX)
+        # < 2^63: the average and the volume are each below 2^31
+        rows[:, AVG_PRICE] = np.minimum((rows[:, AVG_PRICE] * volume + ltp * qty) // new_volume,
+                                        U32_MAX)
+        rows[:, LTP], rows[:, VOLUME], rows[:, LAST_QTY] = ltp, new_volume, qty
+        rows[:, BUY_QTY] = draw(1_000, 500_000, k)
+        rows[:, SELL_QTY] = draw(1_000, 500_000, k)
+        rows[:, HIGH] = np.maximum(rows[:, HIGH], ltp)
+        rows[:, LOW] = np.minimum(rows[:, LOW], ltp)
+        rows[:, LAST_TRADE_TIME] = rows[:, EXCHANGE_TS] = now_s
+        futures = self._is_future[idx]
+        if futures.any():
+            oi = np.clip(rows[futures, OI] + draw(-50, 61, int(futures.sum())), 0, U32_MAX)
+            rows[futures, OI] = oi
+            rows[futures, OI_DAY_HIGH] = np.maximum(rows[futures, OI_DAY_HIGH], oi)
+            low = rows[futures, OI_DAY_LOW]
+            rows[futures, OI_DAY_LOW] = np.where((low == 0) | (oi < low), oi, low)
+        self.state[idx] = rows
+        self._stale_books[idx] = True
 
-    def _move_oi(self, futures: list[Quote]) -> None:
-        for q, move in zip(futures, self._draw(self._oi_move, len(futures)), strict=False):
-            oi = q.oi = min(max(q.oi + move, 0), U32_MAX)
-            if oi > q.oi_day_high:
-                q.oi_day_high = oi
-            if oi < q.oi_day_low or q.oi_day_low == 0:
-                q.oi_day_low = oi
-
-    def _trade_index(self, index: int, now_s: int) -> None:
-        q, tick = self.quotes[index], self._tick[index]
-        move = round(q.ltp * self._rng.gauss(0.0, self.volatility[index] * self.vol_scale)
-                     / tick) * tick
-        q.ltp = _clamp(max(q.ltp + move, tick))
-        q.high, q.low = max(q.high, q.ltp), min(q.low, q.ltp)
-        q.exchange_ts = now_s
-
-    def _draw(self, pool: list[_T], k: int) -> list[_T]:
-        """``k`` consecutive values of a precomputed random pool from a random start."""
-        at = self._rng.randrange(len(pool))
-        out = pool[at:at + k]
-        while len(out) < k:
-            out += pool[:k - len(out)]
-        return out
+    def _walk(self, idx: Indices, ltp: IntArray) -> IntArray:
+        """The next prices: a relative Gaussian move, whole ticks, at least one tick."""
+        tick = self.tick[idx]
+        sigma = self.volatility[idx] * self.vol_scale
+        moves = np.rint(ltp * self._rng.standard_normal(len(idx)) * sigma / tick)
+        return np.clip(ltp + moves.astype(np.int64) * tick, tick, U32_MAX)
 
     def set_trade(self, index: int, price: float, volume: int | None, close: float | None,
                   now_s: int) -> None:
         """A trade from outside the random walk (a replayed tick), prices in rupees."""
-        inst, q = self.instruments[index], self.quotes[index]
-        q.ltp = _clamp(round(price * inst.divisor))
+        inst, row = self.instruments[index], self.state[index]
+        ltp = row[LTP] = _clamp(round(price * inst.divisor))
         if close is not None:
-            q.close = _clamp(round(close * inst.divisor))
-        q.high, q.low = max(q.high, q.ltp), min(q.low, q.ltp)
-        q.exchange_ts = now_s
+            row[CLOSE] = _clamp(round(close * inst.divisor))
+        row[HIGH], row[LOW] = max(row[HIGH], ltp), min(row[LOW], ltp)
+        row[EXCHANGE_TS] = now_s
         if inst.is_index:
             return
         if volume is not None:
-            q.last_qty = max(volume - q.volume, 0)
-            q.volume = _clamp(volume)
-        q.last_trade_time = now_s
-        self._stale_books.add(index)
+            row[LAST_QTY] = max(volume - int(row[VOLUME]), 0)
+            row[VOLUME] = _clamp(volume)
+        row[LAST_TRADE_TIME] = now_s
+        self._stale_books[index] = True
 
     def ensure_book(self, index: int) -> None:
-        """Refresh an instrument's depth before a full packet shows it. Lazy, because depth
-        costs twice a trade and most trades are superseded within the step or sent in
-        ltp/quote mode."""
-        if index in self._stale_books:
-            self._stale_books.discard(index)
-            self._book(self.quotes[index], self.instruments[index])
+        """Refresh an instrument's depth before a full packet shows it. Lazy, because most
+        trades are superseded within the step or sent without depth."""
+        if self._stale_books[index]:
+            self._refresh_books(np.array([index], np.intp))
 
-    def _book(self, q: Quote, inst: Instrument) -> None:
-        if inst.is_index:
-            return
-        tick = max(round(inst.tick_size * inst.divisor), 1)
-        draw, ltp = self._rng.random, q.ltp
-        q.bids = [Level(1 + int(draw() * 2000), max(ltp - tick * (n + 1), 0),
-                        1 + int(draw() * 30)) for n in range(5)]
-        q.asks = [Level(1 + int(draw() * 2000), min(ltp + tick * n, U32_MAX),
-                        1 + int(draw() * 30)) for n in range(5)]
+    def _refresh_books(self, idx: Indices) -> None:
+        shape = (len(idx), 2 * _LEVELS)
+        self._book_qty[idx] = self._rng.integers(1, DEPTH_QTY_MAX + 1, shape)
+        self._book_orders[idx] = self._rng.integers(1, DEPTH_ORDERS_MAX + 1, shape)
+        self._book_ltp[idx] = self.state[idx, LTP]
+        self._stale_books[idx] = False
+
+    def quote(self, index: int) -> Quote:
+        """One instrument as a ``Quote`` (a copy): its row and, for a stock, its book."""
+        (token, ltp, last_qty, avg_price, volume, buy_qty, sell_qty, open_, high, low, close,
+         last_trade_time, oi, oi_day_high, oi_day_low, exchange_ts) = self.state[index].tolist()
+        bids: list[Level] = []
+        asks: list[Level] = []
+        if not self.is_index[index]:
+            book_ltp, tick = int(self._book_ltp[index]), int(self.tick[index])
+            qty, orders = self._book_qty[index].tolist(), self._book_orders[index].tolist()
+            bids = [Level(qty[n], max(book_ltp - tick * (n + 1), 0), orders[n])
+                    for n in range(_LEVELS)]
+            asks = [Level(qty[_LEVELS + n], min(book_ltp + tick * n, U32_MAX),
+                          orders[_LEVELS + n]) for n in range(_LEVELS)]
+        return Quote(token=token, ltp=ltp, close=close, open=open_, high=high, low=low,
+                     last_qty=last_qty, avg_price=avg_price, volume=volume, buy_qty=buy_qty,
+                     sell_qty=sell_qty, last_trade_time=last_trade_time, oi=oi,
+                     oi_day_high=oi_day_high, oi_day_low=oi_day_low, exchange_ts=exchange_ts,
+                     bids=bids, asks=asks)
+
+
+class QuoteView(Sequence[Quote]):
+    """``market.quotes[i]``: the i-th instrument as a fresh ``Quote`` read from the arrays."""
+
+    def __init__(self, market: Market) -> None:
+        self._market = market
+
+    def __len__(self) -> int:
+        return len(self._market.instruments)
+
+    @overload
+    def __getitem__(self, index: int) -> Quote: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Quote]: ...
+
+    def __getitem__(self, index: int | slice) -> Quote | list[Quote]:
+        if isinstance(index, slice):
+            return [self._market.quote(i) for i in range(len(self))[index]]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._market.quote(index % len(self))
+
+
+def tick_of(inst: Instrument) -> int:
+    """The instrument's tick size in wire integers (at least 1)."""
+    return max(round(inst.tick_size * inst.divisor), 1)
 
 
 def base_volatility(inst: Instrument) -> float:

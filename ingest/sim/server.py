@@ -17,6 +17,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -27,7 +28,7 @@ from ingest.sim import kite_wire as wire
 from ingest.sim.connection import SimConnection
 from ingest.sim.faults import Faults
 from ingest.sim.hours import TradingGate
-from ingest.sim.market import STEP_S, Market
+from ingest.sim.market import STEP_S, Indices, Market
 from ingest.sim.options import SimOptions
 from ingest.sim.replay import ReplayRow, replay
 from ingest.sim.session import StepSession
@@ -38,6 +39,7 @@ log = logging.getLogger("stormalert.sim")
 
 MODES = ("ltp", "quote", "full")
 HEARTBEAT_S = 1.0
+NOTHING: Indices = np.empty(0, np.intp)
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str,
@@ -52,13 +54,15 @@ def _error(status: HTTPStatus, message: str, error_type: str = "GeneralException
     return _response(status, body, "application/json")
 
 
-class KiteSession(StepSession):
+class KiteSession(StepSession[Indices]):
     """One ticker WebSocket client."""
 
     def __init__(self, ws: ServerConnection, sim: Simulator) -> None:
         super().__init__(ws)
         self.sim = sim
-        self.modes: dict[int, str] = {}
+        self.modes: dict[int, str] = {}  # token -> mode, as subscribed
+        # the same per instrument index as wire.MODE_* codes, for the vectorised send
+        self.mode_codes = np.zeros(len(sim.instruments), np.int8)
         self._last_sent = time.monotonic()
 
     async def run(self) -> None:
@@ -69,10 +73,10 @@ class KiteSession(StepSession):
             if isinstance(message, bytes):
                 continue  # clients send only text commands
             touched = self._command(message)
-            if touched:
+            if len(touched):
                 await self._send(touched)
 
-    def _command(self, text: str) -> list[int]:
+    def _command(self, text: str) -> Indices:
         """Apply one subscribe/unsubscribe/mode message; the indices to snapshot now."""
         try:
             msg = orjson.loads(text)
@@ -86,21 +90,24 @@ class KiteSession(StepSession):
             tokens = [int(t) for t in tokens]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             self._send_text({"type": "error", "data": f"invalid message: {exc}"})
-            return []
-        known = [t for t in tokens if t in self.sim.index_of]
+            return NOTHING
+        index_of = self.sim.index_of
+        known = [t for t in tokens if t in index_of]
         if action == "unsubscribe":
-            for t in tokens:
+            for t in known:
                 self.modes.pop(t, None)
-            return []
+                self.mode_codes[index_of[t]] = wire.MODE_NONE
+            return NOTHING
         if action not in ("subscribe", "mode"):
             self._send_text({"type": "error", "data": f"unknown action {action!r}"})
-            return []
+            return NOTHING
         for t in known:
             if action == "mode" or t not in self.modes:
                 self.modes[t] = mode
+                self.mode_codes[index_of[t]] = wire.MODE_CODES[mode]
         played = self.sim.played  # replaying: nothing to show before its first tick
-        return [self.sim.index_of[t] for t in known
-                if played is None or self.sim.index_of[t] in played]
+        return np.unique(np.array([index_of[t] for t in known
+                                   if played is None or index_of[t] in played], np.intp))
 
     def _send_text(self, payload: dict[str, object]) -> None:
         self.sim.spawn(self.ws.send(orjson.dumps(payload).decode()))
@@ -111,18 +118,17 @@ class KiteSession(StepSession):
                 async with asyncio.timeout(HEARTBEAT_S):
                     indices = await self.steps.get()
             except TimeoutError:
-                indices = []
+                indices = NOTHING
             sent = await self._send(indices)
             if not sent and time.monotonic() - self._last_sent >= HEARTBEAT_S:
                 await self.ws.send(wire.HEARTBEAT)
                 self._last_sent = time.monotonic()
 
-    async def _send(self, indices: list[int]) -> bool:
-        """One packet per distinct index this session subscribes, in as few frames as the
+    async def _send(self, indices: Indices) -> bool:
+        """One packet per index (distinct) this session subscribes, in as few frames as the
         frame limits allow (u16 packet count, 1 MiB)."""
-        indices = list(dict.fromkeys(indices))
-        modes = map(self.modes.get, map(self.sim.token_of.__getitem__, indices))
-        frames = self.sim.frames.frames(self.sim.market.quotes, indices, modes)
+        frames = self.sim.frames.frames(self.sim.market.state, indices,
+                                        self.mode_codes[indices])
         for frame in frames:
             await self.ws.send(frame)
         if frames:
@@ -139,10 +145,7 @@ class Simulator:
         self.faults = Faults(self.options.faults)
         self.played: set[int] | None = None if self.options.replay is None else set()
         self.index_of = {inst.token: i for i, inst in enumerate(instruments)}
-        self.token_of = [inst.token for inst in instruments]
-        self.frames = wire.FrameBuilder(
-            [max(round(inst.tick_size * inst.divisor), 1) for inst in instruments],
-            [inst.is_index for inst in instruments], seed=len(instruments))
+        self.frames = wire.FrameBuilder(market.tick, market.is_index, seed=len(instruments))
         self.index_of_symbol = {inst.symbol: i for i, inst in enumerate(instruments)}
         self.exchanges = {inst.exchange for inst in instruments}
         self.sessions: set[KiteSession] = set()
@@ -228,10 +231,10 @@ class Simulator:
         return asyncio.get_running_loop().call_later(
             delay, lambda: self.spawn(ws.close(1000, "access token expired")))
 
-    def publish(self, indices: list[int]) -> None:
+    def publish(self, indices: Indices) -> None:
         for session in list(self.sessions):
             session.notify(indices)
-        self.upstox.notify(indices)
+        self.upstox.notify(indices.tolist())
 
     # What a replay needs (ingest.sim.replay.Stage).
     def subscribed(self) -> bool:
@@ -246,7 +249,7 @@ class Simulator:
             self.market.set_trade(index, row.ltp, row.volume, row.pc, row.ts_ms // 1000)
         if self.played is not None:
             self.played.update(indices)
-        self.publish(indices)
+        self.publish(np.unique(np.array(indices, np.intp)))
 
     async def market_loop(self) -> None:
         plan = self.options.replay
@@ -273,9 +276,11 @@ class Simulator:
 async def serve_forever(sim: Simulator, host: str, port: int) -> None:
     """Serve until cancelled; prints the one ``sim listening on`` line once bound."""
     server: Server
+    # No permessage-deflate: neither official SDK negotiates it, the packets are dense binary
+    # integers, and zlib at benchmark rates would take the simulator's whole core.
     async with serve(sim.handle, host, port, process_request=sim.process_request,
                      create_connection=SimConnection, max_size=2**20, ping_interval=20,
-                     close_timeout=2) as server:
+                     close_timeout=2, compression=None) as server:
         bound = server.sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"sim listening on http://{shown}:{bound[1]}", flush=True)

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from typing import Generic, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 
 SESSION_QUEUE = 50  # market steps a slow client may lag before steps are dropped for it
 
+# A step's traded instruments: a list of indices for Upstox, a numpy array for Kite.
+StepT = TypeVar("StepT")
 
-class StepSession(ABC):
+
+class StepSession(ABC, Generic[StepT]):
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
-        self.steps: asyncio.Queue[list[int]] = asyncio.Queue(SESSION_QUEUE)
+        self.steps: asyncio.Queue[StepT] = asyncio.Queue(SESSION_QUEUE)
 
-    def notify(self, indices: list[int]) -> None:
+    def notify(self, indices: StepT) -> None:
         """Hand over one market step's traded instruments without ever waiting."""
         if self.steps.full():
             self.steps.get_nowait()  # a slow client loses the oldest step, never stalls others

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -41,3 +42,20 @@ def redis_benchmark_xadd(port: int, n: int = 200_000, pipeline: int = 128) -> fl
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cores_for_two() -> tuple[set[int], set[int]] | None:
+    """Two disjoint CPU sets from this process's allowed CPUs: (the rest, the measured
+    process). None on a single-core machine, where pinning cannot separate anything."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return set(allowed[:-1]), {allowed[-1]}
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of a running process (affinity is per thread on Linux; threads it
+    starts later inherit from their creator)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # thread ended
+            os.sched_setaffinity(int(task), cpus)
