@@ -68,7 +68,7 @@ async def serve(settings: NotifySettings) -> None:
             finally:
                 beat.cancel()
     finally:
-        deliverer.close()
+        await deliverer.aclose()
         await r.aclose()
         log.info("stopped; final stats %s", format_stats(stats.counters, {}))
 

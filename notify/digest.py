@@ -42,6 +42,7 @@ from notify.policy import (
     quiet_window,
     storm_window,
 )
+from notify.records import FOLDED_FIELD
 from notify.settings import NotifySettings
 from proto import keys, store
 from proto.events import Alert
@@ -50,7 +51,6 @@ from proto.runtime import Stats
 log = logging.getLogger(__name__)
 
 SEND = "send"
-FOLDED_FIELD = "folded"  # in keys.delivery(alert id): the digest the alert went into
 
 # KEYS: rate hash, quiet digest hash, quiet items, storm digest hash, storm items (the quiet
 # pair repeats the storm pair when the alert is outside quiet hours: all share one hash tag).

@@ -3,10 +3,12 @@
 ``keys.delivery(alert_id)`` is a hash: channel id -> JSON
 ``{status: pending|sent|failed, attempts, error, latency_ms, at, owner, lease_until_ms}``
 (``at``: epoch µs of the last update, like the alert's own ``at``; ``latency_ms``: from the
-alert's ``at`` to the moment the channel accepted it). Every write goes through one script
-that never downgrades ``sent`` and never takes a channel another live notifier is sending
-on (its ``pending`` lease has not run out), so two notifiers holding the same alert id send
-it once.
+alert's ``at`` to the moment the channel accepted it). An alert storm control or quiet hours
+folded into a digest has the field ``folded`` -> the digest's alert id instead.
+
+Every write goes through one script that never downgrades ``sent`` and never takes a
+channel another live notifier is sending on (its ``pending`` lease has not run out), so two
+notifiers holding the same alert id send it once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ return {1, ''}
 """
 
 DEAD_MAX_AGE_MS = keys.ALERTS_MAX_AGE_DAYS * 24 * 3600 * 1000
+FOLDED_FIELD = "folded"  # not a channel id: those are 12 hex digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class Records:
 
     async def read(self, alert_id: str) -> dict[str, Record]:
         raw: dict[str, str] = await self._r.hgetall(keys.delivery(alert_id))  # type: ignore[assignment]
-        return {cid: Record.from_json(value) for cid, value in raw.items()}
+        return delivery_log(raw)[1]
 
     async def write(self, alert_id: str, cid: str, record: Record) -> Record | None:
         """Write ``record`` unless refused; returns the record that won when refused."""
@@ -97,6 +100,14 @@ class Records:
             args=[cid, record.to_json(), self._owner, time.time_ns() // 1_000_000,
                   keys.DELIVERY_TTL_S])
         return None if int(written) else Record.from_json(current)
+
+
+def delivery_log(raw: dict[str, str]) -> tuple[str, dict[str, Record]]:
+    """The ``keys.delivery`` hash as (digest id the alert was folded into or '', channel id
+    -> Record)."""
+    folded = raw.get(FOLDED_FIELD, "")
+    return folded, {cid: Record.from_json(value) for cid, value in raw.items()
+                    if cid != FOLDED_FIELD}
 
 
 def dead_fields(base: Fields, reason: str, **extra: str) -> Fields:

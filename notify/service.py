@@ -7,8 +7,9 @@ then, interleaved with new entries (``>``), entries other consumers left idle lo
 
 An entry is acked only when every channel is sent or given up, when it is poison
 (unreadable: dead-lettered first), or when storm control or quiet hours folded it into a
-digest (``notify.digest``; the digest is delivered by the flusher this loop runs alongside). On stop, no new entry is read; in-flight alerts get
-``notify_drain_timeout_s`` to finish and are left pending (unacked) after that.
+digest (``notify.digest``; the digest is delivered by the flusher this loop runs
+alongside). On stop, no new entry is read; in-flight alerts get ``notify_drain_timeout_s``
+to finish and are left pending (unacked) after that.
 """
 
 from __future__ import annotations
