@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,16 +34,26 @@ class Hit:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float
+    held: bool = False  # arrived while the gate was closed: answered only once it opened
+
+    def alert_id(self) -> str:
+        """The alert id in the message's dashboard link (its last line)."""
+        link = str(self.body.get("message", "")).rsplit("\n", 1)[-1]
+        _head, sep, alert_id = link.partition("/alerts/")
+        assert sep, f"no dashboard link in {self.body!r}"
+        return alert_id
 
 
 @dataclass
 class Webhook:
-    """Records every POST. Paths starting /fail answer 500; /slow answer after ``slow_s``."""
+    """Records every POST. Paths starting /fail answer 500; /slow answer after ``slow_s``;
+    /gate answer when ``gate`` is set (it is, until a test clears it)."""
 
     port: int = 0
     hits: list[Hit] = field(default_factory=list)
     slow_s: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str) -> str:
         return f"json://127.0.0.1:{self.port}{path}"
@@ -55,22 +66,29 @@ class Webhook:
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     hook = Webhook()
+    hook.gate.set()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            held = self.path.startswith("/gate") and not hook.gate.is_set()
             with hook.lock:
                 hook.hits.append(Hit(self.path, dict(self.headers), orjson.loads(raw),
-                                     time.monotonic()))
+                                     time.monotonic(), held))
             if self.path.startswith("/slow"):
                 time.sleep(hook.slow_s)
+            if held:
+                hook.gate.wait()
             # Telegram's and WhatsApp's plugins read a JSON answer.
             answer = b'{"ok": true, "result": {}, "messages": [{"id": "m1"}]}'
-            self.send_response(500 if self.path.startswith("/fail") else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            try:
+                self.send_response(500 if self.path.startswith("/fail") else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            except OSError:  # a held request whose sender was killed meanwhile
+                self.close_connection = True
 
         def log_message(self, *_args: Any) -> None:
             pass
@@ -83,6 +101,7 @@ def webhook() -> Iterator[Webhook]:
     try:
         yield hook
     finally:
+        hook.gate.set()
         server.shutdown()
         server.server_close()
 
@@ -205,3 +224,40 @@ def notifier(r: redis.Redis, redis_url: str,
         if handle.proc.poll() is None:
             handle.proc.kill()
             handle.proc.wait(5)
+
+
+def minute_start_us(minutes_ago: int) -> int:
+    """Epoch µs of the start of the minute ``minutes_ago`` minutes before this one."""
+    return (time.time_ns() // 60_000_000_000 - minutes_ago) * 60_000_000
+
+
+def settled(r: redis.Redis) -> bool:
+    """Every alert entry acked and no digest waiting."""
+    try:
+        lag = r.xinfo_groups(keys.ALERTS)[0]["lag"]  # type: ignore[index]
+    except (redis.ResponseError, IndexError):
+        return False
+    return pending_count(r) == 0 and lag == 0 and r.zcard(keys.DIGESTS_DUE) == 0
+
+
+def kill_at_the_gate(webhook: Webhook, proc: NotifierProc, after_hits: int = 0,
+                     held: Callable[[Hit], bool] = lambda _hit: True) -> None:
+    """kill -9 ``proc`` while its sends are piled up at the webhook's closed gate.
+
+    Requests answered before the gate closed had their records written (the notifier gets
+    half a second for it); requests held at the gate are answered only after the kill, to a
+    dead sender, which therefore never learned they arrived: the one case where a receiver
+    may see a message twice, and no sender can avoid it. Tests count held hits apart.
+    The kill waits for ``after_hits`` requests, then for a held one that ``held`` accepts."""
+    wait_until(lambda: len(webhook.hits) >= after_hits, timeout_s=30, what="sends before kill")
+    webhook.gate.clear()
+    wait_until(lambda: any(h.held and held(h) for h in webhook.hits), timeout_s=30,
+               what="sends held at the gate")
+    time.sleep(0.5)
+    proc.kill()
+    webhook.gate.set()
+
+
+def answered(webhook: Webhook, prefix: str) -> Counter[str]:
+    """Alert ids of the requests to ``prefix`` answered to a live sender, with counts."""
+    return Counter(h.alert_id() for h in webhook.at(prefix) if not h.held)
