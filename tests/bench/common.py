@@ -59,3 +59,14 @@ def pin(pid: int, cpus: set[int]) -> None:
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # thread ended
             os.sched_setaffinity(int(task), cpus)
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds a process's threads have spent runnable but waiting for a CPU (schedstat):
+    what other processes on its CPU took from it."""
+    total_ns = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total_ns += int(f.read().split()[1])
+    return total_ns / 1e9
