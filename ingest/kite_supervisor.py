@@ -15,25 +15,22 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis
 import redis.asyncio as aredis
 import requests
 
 from ingest import instruments as master
 from ingest.backoff import backoff_s
-from ingest.clock import IST, ist_text, next_daily
 from ingest.errors import FatalIngestError
 from ingest.feed_status import FeedStatus
 from ingest.kite_feed import KiteConnection
 from ingest.kite_plan import mode_for, rebalance
+from ingest.master_refresh import refresh_daily
 from ingest.settings import IngestSettings
 from ingest.tokens import AccessTokens
 from ingest.writer import TickWriter
 from proto.runtime import Stats
 
 log = logging.getLogger("stormalert.ingest")
-
-REFRESH_RETRY_S = 300.0  # a failed daily refresh keeps the old master and tries again
 
 
 class KiteFeed:
@@ -58,23 +55,15 @@ class KiteFeed:
             async with asyncio.TaskGroup() as tg:
                 await self.status.down("instruments", "loading the instrument master")
                 await self.refresh(tg, first=True)
-                tg.create_task(self._refresh_daily(tg), name="kite-instruments-refresh")
+                s = self._settings
+                tg.create_task(refresh_daily(
+                    "kite", s.kite_instruments_refresh_at,
+                    lambda: self.refresh(tg, first=False), self._stats,
+                    s.instruments_retry_min_s, s.instruments_retry_max_s, self._clock),
+                    name="kite-instruments-refresh")
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.status.stopped())
-
-    async def _refresh_daily(self, tg: asyncio.TaskGroup) -> None:
-        at = self._settings.kite_instruments_refresh_at
-        while True:
-            due = next_daily(self._clock(), at, IST)
-            log.info("next instrument master refresh at %s", ist_text(due))
-            await asyncio.sleep(max(due - self._clock(), 0.0))
-            try:
-                await self.refresh(tg, first=False)
-            except (FatalIngestError, redis.RedisError) as exc:
-                self._stats.inc("master_refresh_failures")
-                log.error("instrument master refresh failed, keeping the old one: %s", exc)
-                await asyncio.sleep(REFRESH_RETRY_S)
 
     async def refresh(self, tg: asyncio.TaskGroup, *, first: bool) -> None:
         s = self._settings

@@ -61,6 +61,13 @@ class IngestSettings(BaseSettings):
     upstox_exchanges: list[str] = Field(default_factory=list)
     upstox_connections: int = Field(1, ge=1, le=2)
     upstox_token_poll_s: float = Field(3.0, gt=0)
+    # The Upstox master is loaded at start and again every day at this IST time (Upstox
+    # publishes the day's master early in the morning).
+    upstox_instruments_refresh_at: time = time(8, 0)
+    # A failed daily master refresh (either feed) keeps the old master and tries again after
+    # a capped exponential backoff between these bounds.
+    instruments_retry_min_s: float = Field(5.0, gt=0)
+    instruments_retry_max_s: float = Field(300.0, gt=0)
     # The simulator's base URL, used for both REST and WebSocket when feed is "sim".
     sim_url: str = DEFAULT_SIM_URL
 

@@ -23,7 +23,7 @@ import redis
 import redis.asyncio as aredis
 import requests
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from ingest import upstox
 from ingest.backoff import ConnectionPolicy
@@ -59,15 +59,40 @@ def plan_connections(instrument_keys: Sequence[str], mode: str,
                      connections: int) -> list[list[str]]:
     """Keys split evenly over at most ``connections`` sockets within the mode's limit.
     Raises ValueError with a message for the user when they do not fit."""
+    limit = _check_fits(len(instrument_keys), mode, connections)
+    count = min(connections, max(1, -(-len(instrument_keys) // limit)))
+    return [list(instrument_keys[n::count]) for n in range(count) if instrument_keys[n::count]]
+
+
+def rebalance_keys(current: Sequence[Sequence[str]], wanted: Sequence[str], mode: str,
+                   connections: int) -> list[list[str]]:
+    """The keys of each connection after the wanted set changed (a master refresh): keys stay
+    on the connection they are on, keys no longer wanted leave, and new ones fill free room
+    first on the existing connections, then on new ones. Raises ValueError as
+    ``plan_connections`` does when they do not fit."""
+    limit = _check_fits(len(set(wanted)), mode, connections)
+    want = dict.fromkeys(wanted)
+    slots = [[k for k in keys if k in want] for keys in current]
+    placed = {k for slot in slots for k in slot}
+    new = [k for k in want if k not in placed]
+    for slot in slots:
+        room = max(limit - len(slot), 0)
+        slot.extend(new[:room])
+        new = new[room:]
+    slots.extend(new[start:start + limit] for start in range(0, len(new), limit))
+    return slots
+
+
+def _check_fits(count: int, mode: str, connections: int) -> int:
+    """The mode's per-connection limit; ValueError when ``count`` keys exceed it in total."""
     limit = MODE_LIMITS[mode]
-    if len(instrument_keys) > limit * connections:
+    if count > limit * connections:
         raise ValueError(
-            f"{len(instrument_keys)} instruments exceed the Upstox limit for mode {mode!r}: "
+            f"{count} instruments exceed the Upstox limit for mode {mode!r}: "
             f"{limit} per connection x {connections} connection(s); narrow "
             f"STORMALERT_UPSTOX_INSTRUMENT_KEYS / STORMALERT_UPSTOX_EXCHANGES or pick a lighter "
             f"mode")
-    count = min(connections, max(1, -(-len(instrument_keys) // limit)))
-    return [list(instrument_keys[n::count]) for n in range(count) if instrument_keys[n::count]]
+    return limit
 
 
 def subscribe_messages(instrument_keys: Sequence[str], mode: str) -> list[bytes]:
@@ -76,6 +101,16 @@ def subscribe_messages(instrument_keys: Sequence[str], mode: str) -> list[bytes]
               for i in range(0, len(instrument_keys), KEYS_PER_REQUEST)]
     return [orjson.dumps({"guid": uuid.uuid4().hex, "method": "sub",
                           "data": {"mode": mode, "instrumentKeys": chunk}}) for chunk in chunks]
+
+
+def change_messages(old: Sequence[str], new: Sequence[str], mode: str) -> list[bytes]:
+    """What a live connection sends to go from the keys ``old`` to ``new``."""
+    kept, before = set(new), set(old)
+    gone = [k for k in old if k not in kept]
+    chunks = [gone[i:i + KEYS_PER_REQUEST] for i in range(0, len(gone), KEYS_PER_REQUEST)]
+    return [orjson.dumps({"guid": uuid.uuid4().hex, "method": "unsub",
+                          "data": {"instrumentKeys": chunk}}) for chunk in chunks] + \
+        subscribe_messages([k for k in new if k not in before], mode)
 
 
 def authorize(api_url: str, token: str, timeout_s: float) -> str:
@@ -128,6 +163,25 @@ class UpstoxConnection:
         self._status = status
         self._policy = policy
         self._alive_at = 0.0
+        self._ws: ClientConnection | None = None
+
+    @property
+    def instrument_keys(self) -> list[str]:
+        return list(self._keys)
+
+    async def update(self, instrument_keys: Sequence[str]) -> None:
+        """New keys: (un)subscribed at once when connected, else on the next connect."""
+        old, self._keys = self._keys, list(instrument_keys)
+        ws = self._ws
+        if ws is None:
+            return
+        self._gauge("subscribed", len(self._keys) - len(old))
+        try:
+            for message in change_messages(old, self._keys, self._mode):
+                await ws.send(message)
+        except ConnectionClosed:
+            pass  # the reconnect subscribes everything anyway
+        log.info("%s: subscriptions updated, %d keys", self.name, len(self._keys))
 
     async def run(self) -> None:
         attempt = 0
@@ -160,16 +214,19 @@ class UpstoxConnection:
             attempt = await self._policy.pause(self.name, attempt, started, self._stats)
 
     async def _session(self, ws: ClientConnection) -> None:
-        for message in subscribe_messages(self._keys, self._mode):
-            await ws.send(message)
+        # Published before subscribing: an update() meanwhile sends its change on this socket.
+        self._ws = ws
         self._gauge("connected", 1)
         self._gauge("subscribed", len(self._keys))
-        await self._status.up(self.name)
-        log.info("%s: connected, subscribed %d keys in %s mode", self.name, len(self._keys),
-                 self._mode)
         try:
+            for message in subscribe_messages(self._keys, self._mode):
+                await ws.send(message)
+            await self._status.up(self.name)
+            log.info("%s: connected, subscribed %d keys in %s mode", self.name,
+                     len(self._keys), self._mode)
             await self._read(ws)
         finally:
+            self._ws = None
             self._gauge("connected", -1)
             self._gauge("subscribed", -len(self._keys))
 

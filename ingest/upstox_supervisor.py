@@ -1,11 +1,20 @@
-"""The Upstox feed as a whole: the instrument master, the connections planned within the
-per-mode limits, the access token shared by the connections, and the feed's state."""
+"""The Upstox feed as a whole: the instrument master (loaded at start and refreshed daily), the
+connections planned within the per-mode limits, the access token they share, the feed's state.
+
+A refresh stores the new master in ``sa:instruments`` (dropping our instruments that left it),
+updates the instrument key -> symbol map the decoders read (live, in place), and moves the
+running connections to what the configuration now selects: new keys are subscribed, keys
+that left are unsubscribed, on the live sockets. Everything is worked out before anything
+changes, so a refresh that fails leaves the old master in force.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 import redis.asyncio as aredis
 
@@ -14,9 +23,11 @@ from ingest import upstox_master as master
 from ingest.backoff import backoff_s
 from ingest.errors import FatalIngestError
 from ingest.feed_status import FeedStatus
+from ingest.instruments import remove as remove_instruments
+from ingest.master_refresh import refresh_daily
 from ingest.settings import IngestSettings
 from ingest.tokens import AccessTokens
-from ingest.upstox_feed import UpstoxConnection, plan_connections
+from ingest.upstox_feed import UpstoxConnection, plan_connections, rebalance_keys
 from ingest.writer import TickWriter
 from proto.runtime import Stats
 
@@ -25,54 +36,96 @@ log = logging.getLogger("stormalert.ingest")
 
 class UpstoxFeed:
     def __init__(self, settings: IngestSettings, r: aredis.Redis, stats: Stats,
-                 writer: TickWriter) -> None:
+                 writer: TickWriter, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._r = r
         self._stats = stats
         self._writer = writer
-        self.status = FeedStatus(r, "upstox", stats)
+        self._clock = clock
+        self.status = FeedStatus(r, "upstox", stats, clock)
         self.tokens = AccessTokens(r, settings.upstox_access_token.get_secret_value(),
                                    self.status, poll_s=settings.upstox_token_poll_s,
                                    expiry=None, feed="upstox")
+        self._symbols: dict[str, str] = {}  # instrument key -> symbol, shared by connections
+        self._stored: set[str] = set()  # our symbols in sa:instruments
+        self._connections: list[UpstoxConnection] = []
 
     async def run(self) -> None:
         s = self._settings
         upstox.backend_is_fast()
         try:
             await self.status.down("instruments", "loading the instrument master")
-            everything = await self._load()
-            await master.store(self._r, everything)
-            chosen, unknown = master.select(everything, s.upstox_instrument_keys,
-                                            s.upstox_exchanges)
-            if unknown:
-                log.warning("not in the Upstox instrument master, not subscribed: %s",
-                            ", ".join(unknown[:20]))
-            if not chosen:
-                raise FatalIngestError("no Upstox instruments to subscribe")
-            try:
-                groups = plan_connections([i.key for i in chosen], s.upstox_mode,
-                                          s.upstox_connections)
-            except ValueError as exc:
-                raise FatalIngestError(str(exc)) from None
-            symbols = {i.key: i.symbol for i in everything}
-            self._stats.gauges["instruments"] = len(everything)
-            log.info("Upstox instrument master: %d instruments stored, %d subscribed in %s "
-                     "mode on %d connection(s)", len(everything), len(chosen), s.upstox_mode,
-                     len(groups))
+            # Planned outside the task group: a configuration error surfaces as itself.
+            everything, groups = await self._plan()
             async with asyncio.TaskGroup() as tg:
-                for n, group in enumerate(groups):
-                    conn = self._connection(f"upstox-{n}", group, symbols)
-                    await self.status.down(conn.name, "connecting")
-                    tg.create_task(conn.run(), name=conn.name)
+                await self._apply(tg, everything, groups)
                 await self.status.forget("instruments")
+                tg.create_task(refresh_daily(
+                    "upstox", s.upstox_instruments_refresh_at, lambda: self.refresh(tg),
+                    self._stats, s.instruments_retry_min_s, s.instruments_retry_max_s,
+                    self._clock), name="upstox-instruments-refresh")
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.status.stopped())
 
-    def _connection(self, name: str, keys: list[str],
-                    symbols: dict[str, str]) -> UpstoxConnection:
+    async def refresh(self, tg: asyncio.TaskGroup) -> None:
+        """Load the master again and apply it; raises FatalIngestError with nothing changed
+        when the master is rejected or the configuration selects nothing or too much."""
+        await self._apply(tg, *await self._plan())
+
+    async def _plan(self) -> tuple[list[master.UpstoxInstrument], list[list[str]]]:
+        """The master and the keys of each connection it implies."""
         s = self._settings
-        return UpstoxConnection(name, s.upstox_api_url, keys, s.upstox_mode, symbols,
+        everything = await self._load()
+        chosen, unknown = master.select(everything, s.upstox_instrument_keys,
+                                        s.upstox_exchanges)
+        if unknown:
+            log.warning("not in the Upstox instrument master, not subscribed: %s",
+                        ", ".join(unknown[:20]))
+        if not chosen:
+            raise FatalIngestError("no Upstox instruments to subscribe")
+        wanted = [i.key for i in chosen]
+        try:
+            if not self._connections:
+                return everything, plan_connections(wanted, s.upstox_mode, s.upstox_connections)
+            return everything, rebalance_keys([c.instrument_keys for c in self._connections],
+                                              wanted, s.upstox_mode, s.upstox_connections)
+        except ValueError as exc:
+            raise FatalIngestError(str(exc)) from None
+
+    async def _apply(self, tg: asyncio.TaskGroup, everything: list[master.UpstoxInstrument],
+                     groups: list[list[str]]) -> None:
+        await self._store(everything)
+        for n, group in enumerate(groups):
+            if n < len(self._connections):
+                if group != self._connections[n].instrument_keys:
+                    await self._connections[n].update(group)
+            else:
+                conn = self._connection(f"upstox-{n}", group)
+                await self.status.down(conn.name, "connecting")
+                self._connections.append(conn)
+                tg.create_task(conn.run(), name=conn.name)
+        self._stats.gauges["instruments"] = len(everything)
+        self._stats.inc("master_loads")
+        log.info("Upstox instrument master: %d instruments stored, %d subscribed in %s mode "
+                 "on %d connection(s)", len(everything), sum(map(len, groups)),
+                 self._settings.upstox_mode, len(groups))
+
+    async def _store(self, everything: list[master.UpstoxInstrument]) -> None:
+        """The master into Redis and into the live key -> symbol map."""
+        await master.store(self._r, everything)
+        current = {i.symbol for i in everything}
+        if self._stored - current:
+            await remove_instruments(self._r, self._stored - current)
+        self._stored = current
+        symbols = {i.key: i.symbol for i in everything}
+        for key in self._symbols.keys() - symbols.keys():
+            del self._symbols[key]
+        self._symbols.update(symbols)
+
+    def _connection(self, name: str, keys: list[str]) -> UpstoxConnection:
+        s = self._settings
+        return UpstoxConnection(name, s.upstox_api_url, keys, s.upstox_mode, self._symbols,
                                 self._writer, self._stats, self._r, self.tokens, self.status,
                                 s.connection_policy())
 
