@@ -4,6 +4,13 @@ Evaluators are ``__slots__`` classes whose slots hold numbers, None, lists and d
 snapshot is read off the slots generically, so every kind (plug-ins included) checkpoints
 without code of its own. A state is tagged with its rule's fingerprint and restored only
 into the same rule: an edited rule starts over, as the semantics say.
+
+A shard's checkpoint is one document (``encode``): every rule's state, the open bars and the
+previous closes, stored as one value in the shard's state hash. One value, not a field per
+rule: Redis stores and frees it as one allocation, so writing 50k rules' state blocks the
+server for a memcpy rather than 50k field updates (~10-20 ms), and there is no dirty
+tracking to get wrong. Earlier versions stored a field per rule; ``restore_book`` still
+reads those.
 """
 
 from __future__ import annotations
@@ -12,18 +19,23 @@ import functools
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from engine.bars import Bar, BarBuilder
-from engine.book import Armed
+from engine.book import Armed, Book
 
 log = logging.getLogger(__name__)
 
+FORMAT = 2
+STATE_FIELD = "state"  # the document
+EPOCH_FIELD = "epoch"  # which incarnation of the shard may write (engine.checkpointer)
+# The field-per-rule layout of format 1 kept these beside the rule ids.
 BARS_FIELD = "__bars__"
-_MISSING = object()
 PREV_CLOSE_FIELD = "__pc__"
+_MISSING = object()
 
 
 class CheckpointError(ValueError):
@@ -43,30 +55,31 @@ def _slots(cls: type) -> tuple[str, ...]:
     return tuple(name for c in cls.__mro__ for name in getattr(c, "__slots__", ()))
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if type(value) is deque else value
+def rule_state(armed: Armed) -> dict[str, Any]:
+    """The rule's state as plain values (deques as lists); not yet checked to be JSON."""
+    ev = armed.evaluator
+    missing = _MISSING
+    state = {}
+    for name in _slots(type(ev)):
+        value = getattr(ev, name, missing)
+        if value is not missing:
+            state[name] = list(value) if type(value) is deque else value
+    return {"fp": fingerprint(armed), "last_fire_t": armed.last_fire_t, "done": armed.done,
+            "ev": state}
 
 
 def snapshot(armed: Armed) -> bytes:
-    ev = armed.evaluator
-    missing = _MISSING
     try:
-        state = {}
-        for name in _slots(type(ev)):
-            value = getattr(ev, name, missing)
-            if value is not missing:
-                state[name] = _plain(value)
-        return orjson.dumps({"fp": fingerprint(armed), "last_fire_t": armed.last_fire_t,
-                             "done": armed.done, "ev": state})
+        return orjson.dumps(rule_state(armed))
     except TypeError as exc:
         raise CheckpointError(f"rule {armed.rule.id}: state is not JSON: {exc}") from exc
 
 
-def restore(armed: Armed, raw: bytes | str) -> bool:
+def restore(armed: Armed, raw: bytes | str | dict[str, Any]) -> bool:
     """Put a snapshot back into a freshly armed rule; False when it belongs to another
     version of the rule or cannot be read (the rule then starts over)."""
     try:
-        state = orjson.loads(raw)
+        state = raw if isinstance(raw, dict) else orjson.loads(raw)
         if state.get("fp") != fingerprint(armed):
             return False
         ev = armed.evaluator
@@ -81,13 +94,61 @@ def restore(armed: Armed, raw: bytes | str) -> bool:
     return True
 
 
-def snapshot_bars(bars: BarBuilder) -> bytes:
-    return orjson.dumps({"open": {sym: bar.as_list() for sym, bar in bars.open.items()},
-                         "vol": bars.last_vol})
+def encode(book: Book, bars: BarBuilder) -> bytes:
+    """The whole shard state as one JSON document. A rule whose state is not JSON is left
+    out (with a warning): it would start over after a crash, the others still checkpoint."""
+    rules = {rule_id: rule_state(armed) for rule_id, armed in book.by_id.items()}
+    doc = {"v": FORMAT, "rules": rules, "bars": _bars_state(bars), "pc": book.prev_close}
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        for rule_id in list(rules):
+            try:
+                orjson.dumps(rules[rule_id])
+            except TypeError as exc:
+                log.warning("rule %s: state is not JSON (%s); it would start over after a "
+                            "crash", rule_id, exc)
+                del rules[rule_id]
+        return orjson.dumps(doc)
 
 
-def restore_bars(bars: BarBuilder, raw: bytes | str) -> None:
-    state = orjson.loads(raw)
+def restore_book(book: Book, bars: BarBuilder, saved: Mapping[str, str | bytes]) -> int:
+    """Put a saved shard state (the state hash's fields) back into freshly armed rules and
+    an empty bar builder; how many rules got their state back."""
+    raw = saved.get(STATE_FIELD)
+    if raw is None:
+        return _restore_v1(book, bars, saved)
+    doc = orjson.loads(raw)
+    states = doc["rules"]
+    restored = 0
+    for rule_id, armed in book.by_id.items():
+        state = states.get(rule_id)
+        if state is not None and restore(armed, state):
+            restored += 1
+    _restore_bars_state(bars, doc["bars"])
+    book.prev_close = doc["pc"]
+    return restored
+
+
+def _restore_v1(book: Book, bars: BarBuilder, saved: Mapping[str, str | bytes]) -> int:
+    restored = 0
+    for rule_id, armed in book.by_id.items():
+        raw = saved.get(rule_id)
+        if raw is not None and restore(armed, raw):
+            restored += 1
+    if BARS_FIELD in saved:
+        _restore_bars_state(bars, orjson.loads(saved[BARS_FIELD]))
+    if PREV_CLOSE_FIELD in saved:
+        book.prev_close = orjson.loads(saved[PREV_CLOSE_FIELD])
+    return restored
+
+
+def _bars_state(bars: BarBuilder) -> dict[str, Any]:
+    return {"open": {sym: bar.as_list() for sym, bar in bars.open.items()},
+            "vol": bars.last_vol}
+
+
+def _restore_bars_state(bars: BarBuilder, state: dict[str, Any]) -> None:
     bars.open = {sym: Bar(int(b[0]), b[1], b[2], b[3], b[4], int(b[5]))
                  for sym, b in state["open"].items()}
     bars.last_vol = {sym: int(v) for sym, v in state["vol"].items()}

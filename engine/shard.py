@@ -1,26 +1,30 @@
 """One engine shard: reads ``sa:ticks:{i}`` in group ``engine``, evaluates the book, writes
-alerts to ``sa:alerts``, bars and the quote cache. The only module of the engine that touches
-Redis.
+alerts to ``sa:alerts``, bars and the quote cache. With ``engine.checkpointer`` the only
+modules of the engine that touch Redis.
 
 Crash safety: alerts are written at once, but tick entries are acked only together with a
-checkpoint of the rule state (one MULTI, every ``engine_checkpoint_s``). A restarted shard
-restores the checkpoint and redoes its unacked entries: the same ticks meet the same state,
-so it makes the same firings with the same alert ids, and ids already written are skipped.
+checkpoint of the rule state that covers them (one MULTI, every ``engine_checkpoint_s``,
+written by a forked child so the shard does not stand still while 50k rules serialise). A
+restarted shard restores the checkpoint and redoes its unacked entries: the same ticks meet
+the same state, so it makes the same firings with the same alert ids, and ids already
+written are skipped.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import resource
 import time
 from datetime import date
 from typing import Any
 
-import orjson
 import redis
 
 from engine import checkpoint
 from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
+from engine.checkpointer import Checkpointer, Fenced
 from engine.session import Session
 from proto import bus, keys, store
 from proto.events import Alert, CodecError, Tick, decode_ticks, quote_json
@@ -43,6 +47,9 @@ class EngineSettings(BaseSettings):
     engine_block_ms: int = 200
     engine_claim_idle_ms: int = 60_000
     engine_checkpoint_s: float = 2.0
+    # Write checkpoints from a forked child (off the hot path); False writes them inline.
+    engine_checkpoint_fork: bool = True
+    engine_checkpoint_timeout_s: float = 60.0  # a child writing longer is killed
     # Exchange holidays (YYYY-MM-DD, a JSON list in the environment) for market-hours rules.
     engine_holidays: tuple[date, ...] = ()
 
@@ -77,6 +84,8 @@ class Shard:
         self._next_checkpoint = 0.0
         self._latest: dict[str, Tick] = {}  # quotes not yet written to the cache
         self._unacked: list[str] = []  # processed entries, acked with the next checkpoint
+        self.ckpt = Checkpointer(r, self.state_key, self.stream, keys.ENGINE_GROUP,
+                                 settings.engine_checkpoint_timeout_s)
         self._out_alerts: list[Alert] = []  # evaluated, not yet written
         self._out_bars: list[tuple[str, Bar]] = []
 
@@ -115,44 +124,58 @@ class Shard:
     def restore(self) -> None:
         """Rule state and open bars as of the last checkpoint."""
         saved: Any = self.r.hgetall(self.state_key)
-        restored = 0
-        for rule_id, armed in self.book.by_id.items():
-            raw = saved.get(rule_id)
-            if raw is not None and checkpoint.restore(armed, raw):
-                restored += 1
-        if checkpoint.BARS_FIELD in saved:
-            checkpoint.restore_bars(self.bars, saved[checkpoint.BARS_FIELD])
-        if checkpoint.PREV_CLOSE_FIELD in saved:
-            self.book.prev_close = orjson.loads(saved[checkpoint.PREV_CLOSE_FIELD])
+        restored = checkpoint.restore_book(self.book, self.bars, saved)
         log.info("restored the state of %d of %d rules", restored, len(self.book))
 
+    def _encode(self) -> bytes:
+        return checkpoint.encode(self.book, self.bars)
+
     def checkpoint(self) -> None:
-        """Write the state changed since the last checkpoint and ack what it covers, in one
-        transaction. Alerts and bars of those entries are written first."""
+        """Checkpoint the state as of now and ack the entries it covers: in a forked child
+        when it can, else inline. Alerts and bars of those entries are written first."""
+        self.reap_checkpoint()
+        if self.ckpt.child is not None:
+            return  # the previous one is still being written
         self.flush()
-        dirty = [a for a in self.book.by_id.values() if a.dirty]
-        states: dict[str, bytes] = {}
-        for armed in dirty:
-            try:
-                states[armed.rule.id] = checkpoint.snapshot(armed)
-            except checkpoint.CheckpointError as exc:
-                log.warning("%s; it would start over after a crash", exc)
-        pipe = self.r.pipeline(transaction=True)
-        if self.book.removed:
-            pipe.hdel(self.state_key, *self.book.removed)
-        if states:
-            pipe.hset(self.state_key, mapping=states)  # type: ignore[arg-type]
-        pipe.hset(self.state_key, mapping={
-            checkpoint.BARS_FIELD: checkpoint.snapshot_bars(self.bars),
-            checkpoint.PREV_CLOSE_FIELD: orjson.dumps(self.book.prev_close)})
-        if self._unacked:
-            pipe.xack(self.stream, keys.ENGINE_GROUP, *self._unacked)
-        pipe.execute()
-        for armed in dirty:
-            armed.dirty = False
-        self.book.removed.clear()
-        self._unacked.clear()
+        self.book.removed.clear()  # the document holds only the rules in the book
+        acks, self._unacked = self._unacked, []
+        if self.s.engine_checkpoint_fork and self.ckpt.start(self._encode, acks):
+            self.rt.stats.inc("checkpoint_forks")
+            gauges = self.rt.stats.gauges
+            gauges["checkpoint_fork_ms"] = round(self.ckpt.fork_ms, 2)
+            gauges["checkpoint_fork_max_ms"] = max(gauges.get("checkpoint_fork_max_ms", 0.0),
+                                                   gauges["checkpoint_fork_ms"])
+            # The fork's cost grows with the resident size (page tables are copied).
+            gauges["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            return
+        self._unacked = acks + self._unacked
+        self.checkpoint_now()
+
+    def checkpoint_now(self) -> None:
+        """Write a checkpoint inline (the shard waits); raises Fenced, redis errors."""
+        self.flush()
+        started = time.perf_counter()
+        self.ckpt.write(self.r, self._encode(), self._unacked)
+        self._unacked = []
         self.rt.stats.inc("checkpoints")
+        self.rt.stats.gauges["checkpoint_inline_ms"] = round(
+            (time.perf_counter() - started) * 1000, 1)
+
+    def reap_checkpoint(self, block: bool = False) -> None:
+        """Collect a finished checkpoint child: on failure its entries wait for the next."""
+        result = self.ckpt.poll(block)
+        if result is None:
+            return
+        ok, acks = result
+        if ok:
+            self.rt.stats.inc("checkpoints")
+            self.rt.stats.gauges["checkpoint_ms"] = round(self.ckpt.child_ms, 1)
+        else:
+            self.rt.stats.inc("checkpoint_failures")
+            self._unacked.extend(acks)
+        if self.ckpt.fenced:
+            log.error("a newer engine-%d took over its state; stopping", self.s.shard)
+            self.rt.stopping = True
 
     # Ticks -----------------------------------------------------------------------------
 
@@ -235,7 +258,8 @@ class Shard:
         if now >= self._next_rules:
             self._next_rules = now + RULES_POLL_S
             self.poll_rule_changes()
-        if now >= self._next_checkpoint:
+        self.reap_checkpoint()
+        if now >= self._next_checkpoint and self.ckpt.child is None:
             self._next_checkpoint = now + self.s.engine_checkpoint_s
             self.checkpoint()
         if now >= self._next_claim:
@@ -251,41 +275,57 @@ class Shard:
             oldest_ms = int(time.time() * 1000) - keys.ALERTS_MAX_AGE_DAYS * 86_400_000
             self.r.xtrim(keys.ALERTS, minid=f"{oldest_ms}-0", approximate=True)
         self.rt.stats.gauges.update(shard=self.s.shard, shards=self.s.shards, rules=len(self.book),
-                                    rule_errors=self.book.errors, unacked=len(self._unacked))
+                                    rule_errors=self.book.errors,
+                                    unacked=len(self._unacked) + len(self.ckpt.in_flight))
         self.rt.tick()
 
     def start(self) -> None:
         """Rules, their checkpointed state, then the entries read but not acked before."""
         bus.ensure_group(self.r, self.stream, keys.ENGINE_GROUP, start="$")
         self.load_rules()
+        self.ckpt.claim_epoch()  # before reading: fences a writer a killed incarnation left
         self.restore()
         pending = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
                                  count=1_000_000, block_ms=None, start="0")
         if pending:
             log.info("redoing %d entries read but not acked before", len(pending))
             self.process(pending)
+        # The armed rules live as long as the shard: out of the collector's way, so a full
+        # collection does not walk (and a checkpoint child does not copy) all of them.
+        gc.collect()
+        gc.freeze()
 
     def run(self) -> None:
         started = False
-        while not self.rt.stopping:
-            try:
-                if not started:
-                    self.start()
-                    started = True
-                self.housekeeping()
-                entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
-                                         count=self.s.engine_read_count,
-                                         block_ms=self.s.engine_block_ms)
-                if entries:
-                    self.process(entries)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                log.warning("redis unavailable (%s); retrying in 1 s", exc)
-                self.rt.stats.inc("redis_errors")
-                time.sleep(1.0)
-        if started:
-            try:
-                self.checkpoint()
-            except redis.RedisError as exc:
-                log.warning("final checkpoint failed (%s); unacked entries will be redone", exc)
+        try:
+            while not self.rt.stopping:
+                try:
+                    if not started:
+                        self.start()
+                        started = True
+                    self.housekeeping()
+                    entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP,
+                                             self.consumer, count=self.s.engine_read_count,
+                                             block_ms=self.s.engine_block_ms)
+                    if entries:
+                        self.process(entries)
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                    log.warning("redis unavailable (%s); retrying in 1 s", exc)
+                    self.rt.stats.inc("redis_errors")
+                    time.sleep(1.0)
+            if started:
+                self.stop_checkpoints()
+        except Fenced as exc:
+            log.error("a newer engine-%d took over its state (%s); stopping", self.s.shard, exc)
         self.rt.stop_beat()
         log.info("shard %d stopped", self.s.shard)
+
+    def stop_checkpoints(self) -> None:
+        """Wait for a running checkpoint child, then write the last checkpoint inline."""
+        self.reap_checkpoint(block=True)
+        if self.ckpt.fenced:
+            return
+        try:
+            self.checkpoint_now()
+        except redis.RedisError as exc:
+            log.warning("final checkpoint failed (%s); unacked entries will be redone", exc)

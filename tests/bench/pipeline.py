@@ -1,8 +1,10 @@
 """End-to-end pipeline benchmark: simulator → ingest → 2 engine shards → sa:alerts.
 
-Figures: sustained ticks/s through the engines at the simulator's top rate, and p50/p99
-tick→alert latency (ingest receive → alert written) at 10k ticks/s. Reference in the same
-run: redis-benchmark's pipelined XADD rate on the same Redis server.
+Figures: sustained ticks/s through the engines at the simulator's top rate, the engines'
+own capacity draining pre-filled streams from a cold start, and p50/p99 tick→alert latency
+(ingest receive → alert written) at 10k ticks/s with the checkpoint figures of that phase
+(fork pause, child write time, Redis commands over 2 ms). Reference in the same run:
+redis-benchmark's pipelined XADD rate on the same Redis server.
 """
 
 from __future__ import annotations
@@ -139,11 +141,60 @@ def engine_capacity(r: redis.Redis, shards: int, total: int, batch: int = 50) ->
 
 
 def drained(r: redis.Redis, shards: int) -> bool:
+    """Every entry delivered to the engines and acked. Not by the group's ``lag``: Redis
+    cannot tell it (None) once MAXLEN has trimmed the stream."""
     for i in range(shards):
+        last = r.xinfo_stream(keys.ticks(i))["last-generated-id"]
         for group in r.xinfo_groups(keys.ticks(i)):
-            if group["name"] == keys.ENGINE_GROUP and (group["lag"] or group["pending"]):
+            if group["name"] == keys.ENGINE_GROUP and (
+                    group["last-delivered-id"] != last or group["pending"]):
                 return False
     return True
+
+
+def wait_drained(r: redis.Redis, shards: int, timeout_s: float) -> float:
+    started = time.monotonic()
+    while not drained(r, shards):
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the engines did not drain their streams in {timeout_s:.0f} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def wait_ready(r: redis.Redis, procs: dict[str, subprocess.Popen[bytes]], shards: int,
+               timeout_s: float = 180.0) -> None:
+    """Until each engine process has beaten once (it has loaded its rules by then)."""
+    deadline = time.monotonic() + timeout_s
+    for i in range(shards):
+        pid = procs[f"engine-{i}"].pid
+        while beat(r, f"engine-{i}").get("pid") != pid:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"engine-{i} did not start in {timeout_s:.0f} s")
+            time.sleep(0.1)
+
+
+def checkpoint_figures(r: redis.Redis, shards: int) -> str:
+    """What the checkpoints cost, from the engines' heartbeats."""
+    out = []
+    for i in range(shards):
+        b = beat(r, f"engine-{i}")
+        c = b.get("counters", {})
+        out.append(f"engine-{i}: {c.get('checkpoints', 0)} written, "
+                   f"{c.get('checkpoint_failures', 0)} failed, fork pause "
+                   f"max {b.get('checkpoint_fork_max_ms', '-')} ms "
+                   f"last {b.get('checkpoint_fork_ms', '-')} ms, child "
+                   f"{b.get('checkpoint_ms', '-')} ms, peak rss {b.get('rss_mb', '-')} MB")
+    return "; ".join(out)
+
+
+def slow_commands(r: redis.Redis, since_us: int) -> str:
+    """Redis commands that ran over the slowlog threshold since ``since_us``."""
+    slow = [e for e in r.slowlog_get(128) if e["start_time"] * 1_000_000 >= since_us]
+    if not slow:
+        return "none"
+    worst = max(slow, key=lambda e: e["duration"])
+    name = worst["command"].split()[0] if isinstance(worst["command"], str) else "?"
+    return f"{len(slow)}, the slowest {worst['duration'] / 1000:.1f} ms ({name})"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -180,8 +231,8 @@ def measure_latency(r: redis.Redis, shards: int, seconds: float,
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench pipeline")
     p.add_argument("--seconds", type=float, default=15.0)
-    p.add_argument("--symbols", type=int, default=3000)
-    p.add_argument("--rules", type=int, default=9000)
+    p.add_argument("--symbols", type=int, default=9000)
+    p.add_argument("--rules", type=int, default=100_000)
     p.add_argument("--rate", type=float, default=60_000, help="the simulator's rate, phase 1")
     p.add_argument("--fill", type=int, default=300_000, help="ticks for the engine-only phase")
     args = p.parse_args(argv)
@@ -202,6 +253,7 @@ def main(argv: list[str]) -> int:
             symbols = sorted(r.hkeys(keys.INSTRUMENTS))
             seed_rules(r, args.rules, symbols)
             pipe.start_engines()
+            wait_ready(r, pipe.procs, shards)
             rate = measure_rate(r, shards, args.seconds)
             counters = beat(r, "ingest-sim").get("counters", {})
             print(f"sim → ingest → {shards} shards → alerts: {rate:,.0f} ticks/s "
@@ -210,13 +262,16 @@ def main(argv: list[str]) -> int:
 
             pipe.stop("ingest")
             pipe.stop("sim")
+            wait_drained(r, shards, 120)  # a backlog left now would count as capacity below
             for i in range(shards):
                 pipe.stop(f"engine-{i}")
+                # Fresh rule state: the fill's made-up prices against the last real ones (as
+                # previous closes and window extremes) would fire most rules on every tick.
+                r.delete(keys.engine_state(i))
             total = engine_capacity(r, shards, args.fill)
             started = time.monotonic()
             pipe.start_engines()
-            while not drained(r, shards):
-                time.sleep(0.05)
+            wait_drained(r, shards, 600)
             spent = time.monotonic() - started
             print(f"engine capacity (streams filled first, {shards} shards incl. start-up): "
                   f"{total / spent:,.0f} ticks/s ({total:,} ticks in {spent:.2f} s)")
@@ -225,9 +280,12 @@ def main(argv: list[str]) -> int:
                 pipe.stop(f"engine-{i}")
                 r.delete(keys.engine_state(i))
             pipe.start_engines()
+            wait_ready(r, pipe.procs, shards)
             pipe.start_sim(10_000, args.symbols)
             pipe.start_ingest()
             assert server.proc is not None
+            r.config_set("slowlog-log-slower-than", 2000)
+            since_us = int(time.time() * 1_000_000)
             lat, got_rate, cpu = measure_latency(r, shards, args.seconds,
                                                  {**pipe.procs, "redis": server.proc})
             if lat:
@@ -235,6 +293,8 @@ def main(argv: list[str]) -> int:
                       f"p50={percentile(lat, 0.5):.2f} ms p99={percentile(lat, 0.99):.2f} ms "
                       f"max={max(lat):.2f} ms")
                 print(f"  CPU (cores) during it: {cpu}")
+                print(f"  checkpoints: {checkpoint_figures(r, shards)}")
+                print(f"  Redis commands over 2 ms meanwhile: {slow_commands(r, since_us)}")
             else:
                 print("latency: no alerts fired during the run")
         finally:
