@@ -51,6 +51,7 @@ STEP_S = 0.02  # short steps: trades arrive spread out, not in bursts a latency 
 NAMED_EVERY_STEPS = round(0.5 / STEP_S)  # named symbols trade every 0.5 s: at least once a second
 _VOLATILITY = 0.0008  # per-trade standard deviation of the relative price move
 _LEVELS = 5
+_BOOK_QTY, _BOOK_ORDERS, _BOOK_LTP = slice(0, 10), slice(10, 20), 20
 
 Indices = npt.NDArray[np.intp]
 
@@ -84,12 +85,14 @@ class Market:
                         "%.0f ms step: capped at %.0f ticks/s", self.rate, n, STEP_S * 1000,
                         n / STEP_S)
         self.state: IntArray = self._opening(now_s)
-        # The book the Upstox side shows: quantities and orders per level, and the last price
-        # it was drawn around. Redrawn lazily (``ensure_book``): most trades never show it.
-        self._book_qty = np.zeros((n, 2 * _LEVELS), np.int64)
-        self._book_orders = np.zeros((n, 2 * _LEVELS), np.int64)
-        self._book_ltp = np.zeros(n, np.int64)
+        # The book the Upstox side shows, a row per instrument: quantities and orders of the
+        # ten levels (bids, then asks), then the last price it was drawn around. Redrawn
+        # lazily (``ensure_book``): most trades never show it.
+        self._book = np.zeros((n, _BOOK_LTP + 1), np.int64)
         self._stale_books = ~self.is_index
+        # plain lists for the one-instrument reads of ``quote`` (numpy scalars are slower)
+        self._index_flags: list[bool] = self.is_index.tolist()
+        self._ticks: list[int] = self.tick.tolist()
         self._refresh_books(np.flatnonzero(self._stale_books))
         self.quotes = QuoteView(self)
 
@@ -231,9 +234,9 @@ class Market:
 
     def _refresh_books(self, idx: Indices) -> None:
         shape = (len(idx), 2 * _LEVELS)
-        self._book_qty[idx] = self._rng.integers(1, DEPTH_QTY_MAX + 1, shape)
-        self._book_orders[idx] = self._rng.integers(1, DEPTH_ORDERS_MAX + 1, shape)
-        self._book_ltp[idx] = self.state[idx, LTP]
+        self._book[idx, _BOOK_QTY] = self._rng.integers(1, DEPTH_QTY_MAX + 1, shape)
+        self._book[idx, _BOOK_ORDERS] = self._rng.integers(1, DEPTH_ORDERS_MAX + 1, shape)
+        self._book[idx, _BOOK_LTP] = self.state[idx, LTP]
         self._stale_books[idx] = False
 
     def quote(self, index: int) -> Quote:
@@ -242,18 +245,16 @@ class Market:
          last_trade_time, oi, oi_day_high, oi_day_low, exchange_ts) = self.state[index].tolist()
         bids: list[Level] = []
         asks: list[Level] = []
-        if not self.is_index[index]:
-            book_ltp, tick = int(self._book_ltp[index]), int(self.tick[index])
-            qty, orders = self._book_qty[index].tolist(), self._book_orders[index].tolist()
-            bids = [Level(qty[n], max(book_ltp - tick * (n + 1), 0), orders[n])
+        if not self._index_flags[index]:
+            book, tick = self._book[index].tolist(), self._ticks[index]
+            at = book[_BOOK_LTP]
+            bids = [Level(book[n], max(at - tick * (n + 1), 0), book[2 * _LEVELS + n])
                     for n in range(_LEVELS)]
-            asks = [Level(qty[_LEVELS + n], min(book_ltp + tick * n, U32_MAX),
-                          orders[_LEVELS + n]) for n in range(_LEVELS)]
-        return Quote(token=token, ltp=ltp, close=close, open=open_, high=high, low=low,
-                     last_qty=last_qty, avg_price=avg_price, volume=volume, buy_qty=buy_qty,
-                     sell_qty=sell_qty, last_trade_time=last_trade_time, oi=oi,
-                     oi_day_high=oi_day_high, oi_day_low=oi_day_low, exchange_ts=exchange_ts,
-                     bids=bids, asks=asks)
+            asks = [Level(book[_LEVELS + n], min(at + tick * n, U32_MAX),
+                          book[3 * _LEVELS + n]) for n in range(_LEVELS)]
+        return Quote(token, ltp, close, open_, high, low, last_qty, avg_price, volume, buy_qty,
+                     sell_qty, last_trade_time, oi, oi_day_high, oi_day_low, exchange_ts,
+                     bids, asks)
 
 
 class QuoteView(Sequence[Quote]):
