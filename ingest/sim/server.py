@@ -39,7 +39,8 @@ log = logging.getLogger("stormalert.sim")
 
 MODES = ("ltp", "quote", "full")
 HEARTBEAT_S = 1.0
-NOTHING: Indices = np.empty(0, np.intp)
+NOTHING: Indices = np.empty(0, np.intp)  # no instruments: shared, so read-only
+NOTHING.flags.writeable = False
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str,
