@@ -7,11 +7,13 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import redis
 
+from deploy import notify_admin
 from proto import bus, store
 from proto.rules import RuleError, parse_rule
 from proto.settings import BaseSettings, load
@@ -60,20 +62,31 @@ def read_password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
-def cmd_user(args: argparse.Namespace) -> None:
+def cmd_user(args: argparse.Namespace) -> int:
     r = connect()
     if args.user_cmd == "add":
         store.add_user(r, args.name, read_password(), admin=args.admin)
         print(f"user {args.name} added" + (" (admin)" if args.admin else ""))
+    elif args.user_cmd == "channel" and args.name == "test" and "://" not in args.url:
+        # `user channel test NAME`; `user channel test URL` still adds a channel to "test".
+        return 0 if notify_admin.channel_test(r, args.url, args.channel) else 1
     elif args.user_cmd == "channel":
         store.add_channel(r, args.name, args.url, tag=args.tag)
         print(f"channel {store.redact(args.url)} added to {args.name} as {args.tag!r}")
+    elif args.user_cmd == "prefs":
+        notify_admin.cmd_prefs(r, args)
     elif args.user_cmd == "list":
         for name in store.list_users(r):
             record = store.get_user(r, name) or {}
             channels = store.list_channels(r, name)
             admin = " admin" if record.get("admin") == "1" else ""
-            print(f"{name}{admin} channels={len(channels)}")
+            prefs = notify_admin.prefs_text(store.get_prefs(r, name))
+            print(f"{name}{admin} channels={len(channels)} {prefs}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> None:
+    notify_admin.cmd_alerts(connect(), args)
 
 
 def cmd_rule(args: argparse.Namespace) -> None:
@@ -120,11 +133,29 @@ def parser() -> argparse.ArgumentParser:
     add = usub.add_parser("add", help="add a user; the password is read from stdin")
     add.add_argument("name")
     add.add_argument("--admin", action="store_true")
-    ch = usub.add_parser("channel", help="add an apprise URL (tgram://, mailto://, json://, …)")
+    ch = usub.add_parser("channel", help="add an apprise URL (tgram://, mailto://, json://, …);"
+                         " `channel test NAME` sends a test message to NAME's channels")
     ch.add_argument("name")
     ch.add_argument("url")
     ch.add_argument("--tag", default="default", help="rules route to channels by tag")
+    ch.add_argument("--channel", help="with `test`: only this channel (id or scheme:id)")
+    prefs = usub.add_parser("prefs", help="show or set notification preferences")
+    prefs.add_argument("name")
+    prefs.add_argument("--max-per-minute", metavar="N|default",
+                       help="alerts a minute sent one by one, the rest in a digest (0: no limit)")
+    prefs.add_argument("--quiet", metavar="HH:MM-HH:MM|off",
+                       help="quiet hours (IST): alerts held for a digest at their end")
+    prefs.add_argument("--clear", action="store_true", help="back to the defaults")
     usub.add_parser("list")
+    alerts = sub.add_parser("alerts", help="alerts and their delivery log")
+    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
+    ashow = asub.add_parser("show", help="one alert and its delivery per channel")
+    ashow.add_argument("id")
+    ashow.add_argument("--json", action="store_true")
+    alist = asub.add_parser("list", help="newest alerts first, with their delivery")
+    alist.add_argument("--user")
+    alist.add_argument("--last", type=int, default=20, metavar="N")
+    alist.add_argument("--json", action="store_true", help="one JSON object per line")
     rule = sub.add_parser("rule", help="alert rules")
     rsub = rule.add_subparsers(dest="rule_cmd", required=True)
     radd = rsub.add_parser("add", help="add a rule; prints its id")
@@ -145,18 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         module = PROCESS_COMMANDS[argv[0]]
         os.execv(sys.executable, [sys.executable, "-m", module, *argv[1:]])
     args = parser().parse_args(argv)
-    handlers = {"user": cmd_user, "rule": cmd_rule, "status": cmd_status}
+    handlers: dict[str, Callable[[argparse.Namespace], int | None]] = {
+        "user": cmd_user, "rule": cmd_rule, "status": cmd_status, "alerts": cmd_alerts}
     try:
         if args.cmd == "up":
             return cmd_up(args)
-        handlers[args.cmd](args)
+        return handlers[args.cmd](args) or 0
     except (CliError, store.StoreError, RuleError) as exc:
         print(f"stormalert {args.cmd}: {exc}", file=sys.stderr)
         return 1
     except redis.RedisError as exc:
         print(f"stormalert {args.cmd}: Redis error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

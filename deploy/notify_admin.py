@@ -1,0 +1,208 @@
+"""The ``stormalert`` verbs about notifications: a user's preferences, a test message to
+their channels, and the delivery log of alerts (``alerts show`` / ``alerts list``).
+
+Channels are shown as ``scheme:channel-id`` (``store.redact``), never their URL; the errors
+in delivery records and test outcomes were scrubbed of URL parts by ``notify.send``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import redis
+
+from proto import keys, store
+
+SCAN_PAGE = 1000
+
+
+class NotFound(store.StoreError):
+    """Nothing stored under the name asked for."""
+
+
+def prefs_text(prefs: store.NotifyPrefs) -> str:
+    limit = "default" if prefs.max_per_minute is None else str(prefs.max_per_minute)
+    quiet = f"{prefs.quiet_text()} IST" if prefs.quiet else "off"
+    return f"max_per_minute={limit} quiet={quiet}"
+
+
+def cmd_prefs(r: redis.Redis, args: argparse.Namespace) -> None:
+    """Show, set or clear a user's preferences; every value is checked before any write."""
+    name = args.name
+    store.require_user(r, name)
+    limit, quiet = args.max_per_minute, args.quiet
+    if limit not in (None, "default"):
+        store.parse_max_per_minute(limit)
+    if quiet not in (None, "off"):
+        store.parse_quiet(quiet)
+    cleared = tuple(field for field, off in (("max_per_minute", limit == "default"),
+                                             ("quiet", quiet == "off")) if off)
+    if args.clear or cleared:
+        store.clear_prefs(r, name, store.PREF_FIELDS if args.clear else cleared)
+    prefs = store.set_prefs(r, name, max_per_minute=None if limit == "default" else limit,
+                            quiet=None if quiet == "off" else quiet)
+    print(f"{name}: {prefs_text(prefs)}")
+
+
+# A test message ------------------------------------------------------------------------
+
+
+def channel_test(r: redis.Redis, name: str, only: str | None) -> bool:
+    """Send a test message to each of ``name``'s channels (or the one ``only``) through
+    ``notify.send``; prints one line per channel; True when every send was accepted."""
+    from notify.render import Message
+    from notify.send import Channel, send_blocking, warm_up
+    from notify.settings import NotifySettings
+    from proto.settings import load
+
+    store.require_user(r, name)
+    channels = [Channel(c["id"], c["url"], c["tag"]) for c in store.list_channels(r, name)]
+    if only is not None:
+        channels = [c for c in channels if only in (c.id, c.label())]
+        if not channels:
+            raise NotFound(f"user {name!r} has no channel {only!r}")
+    if not channels:
+        raise NotFound(f"user {name!r} has no channels: add one with `stormalert user channel`")
+    s = load(NotifySettings)
+    warm_up()
+
+    def send(channel: Channel) -> Any:
+        message = Message(title="StormAlert test message",
+                          body=f"Test message for {name} on {channel.label()} "
+                               f"({channel.tag!r}). Alerts will reach you here.")
+        return send_blocking(channel, message, s.notify_send_timeout_s, s.notify_api_base)
+
+    # One thread per channel: a dead channel's timeout does not delay the others.
+    with ThreadPoolExecutor(len(channels)) as pool:
+        outcomes = list(pool.map(send, channels))
+    for channel, outcome in zip(channels, outcomes, strict=True):
+        result = "ok" if outcome.ok else f"failed: {outcome.error}"
+        print(f"{channel.label()} ({channel.tag}): {result}")
+    return all(o.ok for o in outcomes)
+
+
+# The delivery log ----------------------------------------------------------------------
+
+
+def find_alert(r: redis.Redis, alert_id: str) -> dict[str, str] | None:
+    """The newest ``sa:alerts`` entry with this alert id (newest first, page by page)."""
+    for _eid, fields in _newest_first(r):
+        if fields.get("id") == alert_id:
+            return fields
+    return None
+
+
+def _newest_first(r: redis.Redis) -> Any:
+    upper = "+"
+    while True:
+        page: Any = r.xrevrange(keys.ALERTS, max=upper, min="-", count=SCAN_PAGE)
+        yield from page
+        if len(page) < SCAN_PAGE:
+            return
+        upper = "(" + page[-1][0]
+
+
+def delivery(r: redis.Redis, alert_id: str, user: str) -> dict[str, Any]:
+    """What the notifier recorded for one alert, channels shown safely."""
+    from notify.policy import parse_digest_id
+    from notify.records import delivery_log
+
+    raw: Any = r.hgetall(keys.delivery(alert_id))
+    folded, records = delivery_log(raw)
+    channels = {c["id"]: c for c in store.list_channels(r, user)} if user else {}
+    rows = []
+    for cid, rec in sorted(records.items()):
+        known = channels.get(cid)
+        rows.append({"channel": store.redact(known["url"]) if known else f"?:{cid}",
+                     "tag": known["tag"] if known else "", "status": rec.status,
+                     "attempts": rec.attempts, "error": rec.error,
+                     "latency_ms": rec.latency_ms, "at": rec.at})
+    out: dict[str, Any] = {"id": alert_id, "folded_into": folded or None, "deliveries": rows}
+    try:
+        digest_user, window = parse_digest_id(alert_id)
+    except ValueError:
+        return out
+    items: Any = r.lrange(keys.user_digest_items(digest_user, window), 0, -1)
+    out["digest_of"] = [orjson.loads(item)["id"] for item in items]
+    return out
+
+
+def alert_report(r: redis.Redis, alert_id: str) -> dict[str, Any]:
+    fields = find_alert(r, alert_id)
+    user = fields["user"] if fields else ""
+    if not user and alert_id.startswith("digest:"):
+        user = alert_id.split(":")[1]
+    report = {"alert": fields, **delivery(r, alert_id, user)}
+    if fields is None and not report["deliveries"] and not report["folded_into"] \
+            and not report.get("digest_of"):
+        raise NotFound(f"no alert {alert_id!r} (nothing in {keys.ALERTS} nor a delivery record)")
+    return report
+
+
+def show_text(report: dict[str, Any]) -> str:
+    from notify.render import format_ist
+
+    lines = [f"alert {report['id']}"]
+    fields = report["alert"]
+    if fields:
+        lines.append(f"  user {fields.get('user')}  {fields.get('sym')} {fields.get('kind')}"
+                     f"  ltp {fields.get('ltp')}  at {format_ist(int(fields.get('ts', 0)))}")
+        if fields.get("msg"):
+            lines.append(f"  message: {fields['msg']}")
+    if "digest_of" in report:
+        lines.append(f"  digest of {len(report['digest_of'])} alerts: "
+                     + ", ".join(report["digest_of"]))
+    if report["folded_into"]:
+        lines.append(f"  folded into {report['folded_into']} "
+                     f"(stormalert alerts show {report['folded_into']})")
+    if not report["deliveries"]:
+        lines.append("  delivery: no record" if not report["folded_into"] else "")
+    for row in report["deliveries"]:
+        latency = "" if row["latency_ms"] is None else f"  latency={row['latency_ms']} ms"
+        error = f"  error: {row['error']}" if row["error"] else ""
+        tag = f" ({row['tag']})" if row["tag"] else ""
+        lines.append(f"  {row['channel']}{tag}  {row['status']}  attempts={row['attempts']}"
+                     f"{latency}{error}")
+    return "\n".join(line for line in lines if line)
+
+
+def summary(report: dict[str, Any]) -> str:
+    if report["folded_into"]:
+        return f"folded into {report['folded_into']}"
+    statuses = [row["status"] for row in report["deliveries"]]
+    if not statuses:
+        return "no record"
+    counts = {s: statuses.count(s) for s in sorted(set(statuses))}
+    return ", ".join(f"{status} {n}/{len(statuses)}" for status, n in counts.items())
+
+
+def list_alerts(r: redis.Redis, user: str | None, last: int) -> list[dict[str, Any]]:
+    found = []
+    for _eid, fields in _newest_first(r):
+        if user is None or fields.get("user") == user:
+            found.append({"alert": fields, **delivery(r, fields.get("id", ""),
+                                                      fields.get("user", ""))})
+            if len(found) >= last:
+                break
+    return found
+
+
+def cmd_alerts(r: redis.Redis, args: argparse.Namespace) -> None:
+    if args.alerts_cmd == "show":
+        report = alert_report(r, args.id)
+        print(orjson.dumps(report).decode() if args.json else show_text(report))
+        return
+    from notify.render import format_ist
+
+    if args.user is not None:
+        store.require_user(r, args.user)
+    for report in list_alerts(r, args.user, args.last):
+        if args.json:
+            print(orjson.dumps(report).decode())
+            continue
+        f = report["alert"]
+        print(f"{format_ist(int(f.get('ts', 0)))}\t{report['id']}\t{f.get('user')}\t"
+              f"{f.get('sym')}\t{f.get('kind')}\t{f.get('ltp')}\t{summary(report)}")
