@@ -238,6 +238,11 @@ class DigestFlusher:
             self.stats.inc("redis_errors")
             log.warning("digest %s: redis error, retried after its lease: %s", member, exc)
             return False
+        except Exception:
+            # The per-digest boundary: a bug on one digest must not stop the others nor the
+            # notifier; it stays due and is retried after its lease.
+            log.exception("digest %s: unexpected error, retried after its lease", member)
+            return False
         finally:
             self.flushing.discard(member)
 

@@ -122,7 +122,7 @@ class Item:
 
 def reason_of(window: str) -> str:
     return "held during your quiet hours" if window.startswith("q") else (
-        "more alerts in one minute than your limit")
+        "beyond your limit per minute")
 
 
 def _clock(epoch_ms: int, with_date: bool = False) -> str:

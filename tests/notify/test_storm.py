@@ -77,7 +77,7 @@ def test_alerts_over_the_limit_are_folded_into_one_digest_per_channel(
 
     [body] = {h.body["message"] for h in webhook.at("/hook/a") if h.alert_id() == digest}
     assert body.count("\n") > 9  # the header and one line per folded alert
-    assert "7 alerts more alerts in one minute than your limit." in body
+    assert "7 alerts beyond your limit per minute." in body
     assert "NSE:INFY" in body and "NSE:TCS" in body
 
     # The same entries once more (an engine redelivery): decided as before, nothing sent.
@@ -155,7 +155,7 @@ def test_digest_text_fits_and_counts_what_it_cannot_list() -> None:
                  ("default",)) for i in range(200)]
     text = digest_text(many, "m1", 700)
     assert len(text) <= 700
-    assert text.startswith("200 alerts more alerts in one minute than your limit.")
+    assert text.startswith("200 alerts beyond your limit per minute.")
     listed = text.count("cross_above")
     assert 5 < listed < 200
     assert text.endswith(f"… and {200 - listed} more")
