@@ -5,6 +5,11 @@ IST, Monday to Friday: equities and indices (NSE, BSE) trade in the pre-open cal
 09:00-09:08 and the normal session 09:15-15:30 (both configurable); F&O 09:15-15:30;
 currency (CDS, BCD) 09:00-17:00; commodities (MCX, NCO) 09:00-23:30. Nothing ticks outside.
 
+Each exchange's session status, as the Upstox feed's ``market_info`` reports it per segment:
+``PRE_OPEN_START`` in the pre-open window, ``PRE_OPEN_END`` between its end and the normal
+open (the call auction's matching), ``NORMAL_OPEN`` in the normal session, ``NORMAL_CLOSE``
+at any other time (the simulator models no closing session). Always-open mode: open.
+
 Volatility is U-shaped over the normal session: lively at the open and the close, calm at
 midday (multiplier 2.2 at the edges, 0.6 in the middle), 1.5 in the pre-open, 1 otherwise.
 """
@@ -25,6 +30,9 @@ PRE_OPEN = "pre_open"
 NORMAL = "normal"
 SATURDAY = 5
 VOL_EDGE, VOL_MIDDAY, VOL_PRE_OPEN = 2.2, 0.6, 1.5
+# Session statuses, named as Upstox's MarketStatus enum names them.
+PRE_OPEN_START, PRE_OPEN_END = "PRE_OPEN_START", "PRE_OPEN_END"
+NORMAL_OPEN, NORMAL_CLOSE = "NORMAL_OPEN", "NORMAL_CLOSE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,22 @@ class MarketHours:
             if window.holds(at):
                 return window.phase
         return None
+
+    def status(self, exchange: str, now_s: float) -> str:
+        """The exchange's session status now (see the module's docstring)."""
+        phase = self.phase(exchange, now_s)
+        if phase == NORMAL:
+            return NORMAL_OPEN
+        if phase == PRE_OPEN:
+            return PRE_OPEN_START
+        now = datetime.fromtimestamp(now_s, IST)
+        windows = self.schedules.get(exchange, self.schedules["NSE"])
+        at = now.time()
+        if now.weekday() < SATURDAY and any(
+                w.phase == PRE_OPEN and w.end <= at < n.start
+                for w in windows for n in windows if n.phase == NORMAL):
+            return PRE_OPEN_END
+        return NORMAL_CLOSE
 
     def open_exchanges(self, exchanges: Iterable[str], now_s: float) -> frozenset[str] | None:
         """The exchanges trading now; None when all of them are (skip filtering)."""

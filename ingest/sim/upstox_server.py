@@ -9,19 +9,26 @@ Routes (``process_request``):
   a code works once and for ``CODE_TTL_S``, a reused or unknown code gets 403.
 - ``GET /upstox/instruments/complete.json.gz``: the instrument master (gzipped JSON array).
 
-A session gets a ``market_info`` message on connect; each ``sub`` (JSON in a binary or text
+A session gets a ``market_info`` message on connect, and another whenever a segment's session
+status changes (``ingest.sim.hours``: pre-open, open, closed; always open in the demo mode);
+each ``sub`` (JSON in a binary or text
 frame) answers with an ``initial_feed`` snapshot of the keys it names, then ``live_feed``
 frames follow after every market step that trades a subscribed instrument. A ``sub`` of
 subscribed keys with another mode, or ``change_mode``, switches their mode; ``unsub`` drops them.
+
+Fault knobs (``ingest.sim.faults``) apply to feed sockets as to the Kite ticker; a stalled
+Upstox socket also stops reading, so it answers no ping: Upstox's only heartbeat is the
+WebSocket ping, and a hung server answers none.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +39,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ingest.sim import upstox_wire as wire
+from ingest.sim.connection import SimConnection
+from ingest.sim.faults import Faults
+from ingest.sim.hours import MarketHours
 from ingest.sim.market import Market
 from ingest.sim.session import StepSession
 from ingest.sim.universe import Instrument
@@ -47,6 +57,7 @@ PATHS = (AUTHORIZE_PATH, WS_PATH, FEEDS_PATH, MASTER_PATH)
 CODE_TTL_S = 60.0
 MAX_FEEDS_PER_FRAME = 1000
 IST_OFFSET_S = 19_800
+STATUS_CHECK_S = 0.2  # how often the segments' session status is looked at
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str = "application/json",
@@ -77,12 +88,22 @@ def _public_base(conn: ServerConnection, request: Request) -> str:
 class UpstoxSide:
     """The Upstox protocol over the simulator's market; one per simulator."""
 
-    def __init__(self, instruments: Sequence[Instrument], market: Market) -> None:
+    def __init__(self, instruments: Sequence[Instrument], market: Market,
+                 hours: MarketHours | None = None, clock: Callable[[], float] = time.time,
+                 faults: Faults | None = None) -> None:
         self.instruments = list(instruments)
         self.market = market
+        self.hours = hours or MarketHours()
+        self.clock = clock
+        self.faults = faults
         self.keys = wire.instrument_keys(self.instruments)
         self.index_of = {key: i for i, key in enumerate(self.keys)}
-        self.segments = sorted({wire.segment_of(inst) for inst in self.instruments})
+        self.segment_exchange = {wire.segment_of(inst): inst.exchange
+                                 for inst in self.instruments}
+        self.segments = sorted(self.segment_exchange)
+        self.status = self.market_status(clock())
+        self.status_version = 0  # sessions compare theirs to send a change once
+        self._status_due = 0.0
         self.accepted_token: str | None = None  # None: any non-empty bearer token
         self.sessions: set[UpstoxSession] = set()
         self._codes: dict[str, float] = {}  # single-use code -> expiry (monotonic)
@@ -141,7 +162,30 @@ class UpstoxSide:
                           "This URL was used already or has expired: authorize again")
         return None
 
+    def market_status(self, now_s: float) -> dict[str, int]:
+        """Segment -> ``MarketStatus`` value at ``now_s`` (simulator clock)."""
+        return {segment: pb.MarketStatus.Value(self.hours.status(exchange, now_s))
+                for segment, exchange in sorted(self.segment_exchange.items())}
+
+    def market_info(self) -> bytes:
+        return wire.market_info_of(self.status, time.time_ns() // 1_000_000)
+
+    def _follow_hours(self) -> None:
+        now = time.monotonic()
+        if now < self._status_due:
+            return
+        self._status_due = now + STATUS_CHECK_S
+        status = self.market_status(self.clock())
+        if status != self.status:
+            log.info("upstox market status: %s", ", ".join(
+                f"{seg}={pb.MarketStatus.Name(v)}" for seg, v in status.items()
+                if self.status.get(seg) != v))
+            self.status = status
+            self.status_version += 1
+
     async def handle(self, ws: ServerConnection) -> None:
+        if self.faults is not None:
+            self.faults.attach(ws)
         session = UpstoxSession(ws, self)
         self.sessions.add(session)
         log.info("upstox client connected from %s", ws.remote_address)
@@ -156,6 +200,7 @@ class UpstoxSide:
     def notify(self, indices: list[int]) -> None:
         """After every market step: the instruments that traded."""
         self._step_cache.clear()
+        self._follow_hours()
         for session in list(self.sessions):
             session.notify(indices)
 
@@ -191,9 +236,12 @@ class UpstoxSession(StepSession):
         super().__init__(ws)
         self.side = side
         self.modes: dict[int, str] = {}  # instrument index -> mode
+        self.status_version = side.status_version
+        self._stall_ends: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
-        await self.ws.send(wire.market_info(self.side.segments, time.time_ns() // 1_000_000))
+        self.status_version = self.side.status_version
+        await self.ws.send(self.side.market_info())
         await self.serve("sim-upstox-send")
 
     async def _receive_loop(self) -> None:
@@ -233,7 +281,27 @@ class UpstoxSession(StepSession):
     async def _send_loop(self) -> None:
         while True:
             indices = await self.steps.get()
+            self._stall_reading()
+            if self.status_version != self.side.status_version:
+                self.status_version = self.side.status_version
+                await self.ws.send(self.side.market_info())
             modes = self.modes
             feeds = [(i, modes[i]) for i in dict.fromkeys(indices) if i in modes]
             for frame in self.side.frames(pb.live_feed, feeds):
                 await self.ws.send(frame)
+
+    def _stall_reading(self) -> None:
+        """While the stall knob holds this socket, stop reading it too (no pongs)."""
+        ws = self.ws
+        if not isinstance(ws, SimConnection) or self._stall_ends is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if ws.stalled_until <= loop.time():
+            return
+        ws.transport.pause_reading()
+        self._stall_ends = loop.call_at(ws.stalled_until, self._end_stall)
+
+    def _end_stall(self) -> None:
+        self._stall_ends = None
+        if not self.ws.transport.is_closing():
+            self.ws.transport.resume_reading()

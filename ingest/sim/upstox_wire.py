@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
@@ -107,8 +107,13 @@ def header(kind: pb.Type, now_ms: int) -> bytes:
 
 
 def market_info(segments: Iterable[str], now_ms: int, status: int = pb.NORMAL_OPEN) -> bytes:
+    return market_info_of(dict.fromkeys(segments, status), now_ms)
+
+
+def market_info_of(statuses: Mapping[str, int], now_ms: int) -> bytes:
+    """A ``market_info`` message: segment -> ``MarketStatus`` value."""
     msg = pb.FeedResponse(type=pb.market_info, currentTs=now_ms)
-    for segment in segments:
+    for segment, status in statuses.items():
         msg.marketInfo.segmentStatus[segment] = status
     return msg.SerializeToString()
 
