@@ -6,11 +6,12 @@ without code of its own. A state is tagged with its rule's fingerprint and resto
 into the same rule: an edited rule starts over, as the semantics say.
 
 A shard's checkpoint is one document (``encode``): every rule's state, the open bars and the
-previous closes, stored as one value in the shard's state hash. One value, not a field per
-rule: Redis stores and frees it as one allocation, so writing 50k rules' state blocks the
-server for a memcpy rather than 50k field updates (~10-20 ms), and there is no dirty
-tracking to get wrong. Earlier versions stored a field per rule; ``restore_book`` still
-reads those.
+previous closes, deflated, stored as one value in the shard's state hash. One value, not a
+field per rule: Redis stores and frees it as one allocation, so writing 50k rules' state
+blocks the server for a copy rather than 50k field updates (~10-20 ms), and there is no
+dirty tracking to get wrong. Deflated (level 1: ~45 ms for 50k rules, in the checkpoint
+child) it is 4x smaller: 2 MB instead of 8.6 MB through the AOF every checkpoint. Earlier
+versions stored a field per rule; ``restore_book`` still reads those.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -95,8 +97,18 @@ def restore(armed: Armed, raw: bytes | str | dict[str, Any]) -> bool:
 
 
 def encode(book: Book, bars: BarBuilder) -> bytes:
-    """The whole shard state as one JSON document. A rule whose state is not JSON is left
-    out (with a warning): it would start over after a crash, the others still checkpoint."""
+    """The whole shard state as one deflated JSON document. A rule whose state is not JSON
+    is left out (with a warning): it would start over after a crash, the others still
+    checkpoint."""
+    return zlib.compress(_document(book, bars), 1)
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = orjson.loads(zlib.decompress(raw))
+    return doc
+
+
+def _document(book: Book, bars: BarBuilder) -> bytes:
     rules = {rule_id: rule_state(armed) for rule_id, armed in book.by_id.items()}
     doc = {"v": FORMAT, "rules": rules, "bars": _bars_state(bars), "pc": book.prev_close}
     try:
@@ -112,13 +124,13 @@ def encode(book: Book, bars: BarBuilder) -> bytes:
         return orjson.dumps(doc)
 
 
-def restore_book(book: Book, bars: BarBuilder, saved: Mapping[str, str | bytes]) -> int:
-    """Put a saved shard state (the state hash's fields) back into freshly armed rules and
-    an empty bar builder; how many rules got their state back."""
+def restore_book(book: Book, bars: BarBuilder, saved: Mapping[str, bytes]) -> int:
+    """Put a saved shard state (the state hash's fields, values as bytes) back into freshly
+    armed rules and an empty bar builder; how many rules got their state back."""
     raw = saved.get(STATE_FIELD)
     if raw is None:
         return _restore_v1(book, bars, saved)
-    doc = orjson.loads(raw)
+    doc = decode(raw)
     states = doc["rules"]
     restored = 0
     for rule_id, armed in book.by_id.items():
@@ -130,7 +142,7 @@ def restore_book(book: Book, bars: BarBuilder, saved: Mapping[str, str | bytes])
     return restored
 
 
-def _restore_v1(book: Book, bars: BarBuilder, saved: Mapping[str, str | bytes]) -> int:
+def _restore_v1(book: Book, bars: BarBuilder, saved: Mapping[str, bytes]) -> int:
     restored = 0
     for rule_id, armed in book.by_id.items():
         raw = saved.get(rule_id)

@@ -53,7 +53,9 @@ class Checkpointer:
         self.in_flight: list[str] = []  # entries the running child acks
         self.started = 0.0
         self.fork_ms = 0.0  # how long the parent stood still for the last fork
+        self.fork_cpu_ms = 0.0  # of which on the CPU (the rest: preempted)
         self.child_ms = 0.0  # fork to reap of the last successful child
+        self.child_cpu_ms = 0.0  # CPU time that child used
         self.fenced = False
 
     def claim_epoch(self) -> int:
@@ -88,7 +90,7 @@ class Checkpointer:
             raise RuntimeError("a checkpoint child is still running")
         if threading.active_count() > 1:  # fork copies only this thread: locks could be held
             return False
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         parent = os.getpid()
         try:
             pid = os.fork()
@@ -98,6 +100,7 @@ class Checkpointer:
         if pid == 0:
             self._child_main(parent, encode, acks)  # never returns
         self.fork_ms = (time.perf_counter() - t0) * 1000
+        self.fork_cpu_ms = (time.thread_time() - cpu0) * 1000
         self.child, self.in_flight, self.started = pid, acks, time.monotonic()
         return True
 
@@ -106,7 +109,7 @@ class Checkpointer:
         child running longer than ``timeout_s`` is killed and counts as failed."""
         if self.child is None:
             return None
-        pid, status = os.waitpid(self.child, 0 if block else os.WNOHANG)
+        pid, status, usage = os.wait4(self.child, 0 if block else os.WNOHANG)
         if pid == 0:
             if time.monotonic() - self.started < self.timeout_s:
                 return None
@@ -114,11 +117,12 @@ class Checkpointer:
                         self.timeout_s)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signal.SIGKILL)
-            _pid, status = os.waitpid(self.child, 0)
+            _pid, status, usage = os.wait4(self.child, 0)
         code = os.waitstatus_to_exitcode(status)
         acks, self.child, self.in_flight = self.in_flight, None, []
         if code == 0:
             self.child_ms = (time.monotonic() - self.started) * 1000
+            self.child_cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
             return True, []
         if code == _EXIT_FENCED:
             self.fenced = True
@@ -134,11 +138,7 @@ class Checkpointer:
             _die_with_parent(parent)
             gc.disable()  # short-lived; a collection would touch (and copy) every page
             doc = encode()
-            pool = self.r.connection_pool
-            kwargs = {**pool.connection_kwargs, "socket_timeout": CHILD_SOCKET_TIMEOUT_S}
-            r = redis.Redis(connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, **kwargs))
-            self.write(r, doc, acks)
+            self.write(client_like(self.r, socket_timeout=CHILD_SOCKET_TIMEOUT_S), doc, acks)
             code = 0
         except Fenced as exc:
             log.error("checkpoint not written: %s", exc)
@@ -149,6 +149,15 @@ class Checkpointer:
             with contextlib.suppress(Exception):
                 sys.stderr.flush()
             os._exit(code)  # no atexit, no finalisers of the parent's objects
+
+
+def client_like(r: redis.Redis, **overrides: object) -> redis.Redis:
+    """A client on a new pool to the same server as ``r`` (a forked child must not use the
+    parent's connections), with some connection settings changed."""
+    pool = r.connection_pool
+    kwargs = {**pool.connection_kwargs, **overrides}
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
 
 
 def _die_with_parent(parent: int) -> None:

@@ -24,7 +24,7 @@ import redis
 from engine import checkpoint
 from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
-from engine.checkpointer import Checkpointer, Fenced
+from engine.checkpointer import Checkpointer, Fenced, client_like
 from engine.session import Session
 from proto import bus, keys, store
 from proto.events import Alert, CodecError, Tick, decode_ticks, quote_json
@@ -123,7 +123,9 @@ class Shard:
 
     def restore(self) -> None:
         """Rule state and open bars as of the last checkpoint."""
-        saved: Any = self.r.hgetall(self.state_key)
+        with client_like(self.r, decode_responses=False) as binary:  # the state is deflated
+            raw: Any = binary.hgetall(self.state_key)
+        saved = {field.decode(): value for field, value in raw.items()}
         restored = checkpoint.restore_book(self.book, self.bars, saved)
         log.info("restored the state of %d of %d rules", restored, len(self.book))
 
@@ -143,6 +145,7 @@ class Shard:
             self.rt.stats.inc("checkpoint_forks")
             gauges = self.rt.stats.gauges
             gauges["checkpoint_fork_ms"] = round(self.ckpt.fork_ms, 2)
+            gauges["checkpoint_fork_cpu_ms"] = round(self.ckpt.fork_cpu_ms, 2)
             gauges["checkpoint_fork_max_ms"] = max(gauges.get("checkpoint_fork_max_ms", 0.0),
                                                    gauges["checkpoint_fork_ms"])
             # The fork's cost grows with the resident size (page tables are copied).
@@ -170,6 +173,7 @@ class Shard:
         if ok:
             self.rt.stats.inc("checkpoints")
             self.rt.stats.gauges["checkpoint_ms"] = round(self.ckpt.child_ms, 1)
+            self.rt.stats.gauges["checkpoint_cpu_ms"] = round(self.ckpt.child_cpu_ms, 1)
         else:
             self.rt.stats.inc("checkpoint_failures")
             self._unacked.extend(acks)

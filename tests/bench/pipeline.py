@@ -193,7 +193,8 @@ def slow_commands(r: redis.Redis, since_us: int) -> str:
     if not slow:
         return "none"
     worst = max(slow, key=lambda e: e["duration"])
-    name = worst["command"].split()[0] if isinstance(worst["command"], str) else "?"
+    command = worst["command"]  # bytes when an argument is binary (the engines' state)
+    name = (command.decode("latin-1") if isinstance(command, bytes) else command).split()[0]
     return f"{len(slow)}, the slowest {worst['duration'] / 1000:.1f} ms ({name})"
 
 

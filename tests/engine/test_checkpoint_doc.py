@@ -3,6 +3,8 @@ open bars and the previous closes come back so that the restored shard continues
 a rule whose state is not JSON is left out alone; the field-per-rule layout of format 1
 still restores."""
 
+import zlib
+
 import orjson
 
 from engine import checkpoint
@@ -39,7 +41,7 @@ def test_a_restored_shard_state_continues_exactly():
     doc = checkpoint.encode(first, first_bars)
     second, second_bars = armed_book(), BarBuilder()
     assert checkpoint.restore_book(second, second_bars,
-                                   {checkpoint.STATE_FIELD: doc.decode()}) == len(second)
+                                   {checkpoint.STATE_FIELD: doc}) == len(second)
     assert second.prev_close == first.prev_close and second.prev_close
     assert second_bars.open == first_bars.open and second_bars.last_vol == first_bars.last_vol
     fired += run(second, second_bars, batches[150:])
@@ -51,12 +53,12 @@ def test_an_edited_rule_starts_over_and_a_state_that_is_not_json_is_left_out():
     book, bars = armed_book(), BarBuilder()
     run(book, bars, make_entries(50, 10))
     book.by_id["t0"].evaluator.peak = {1, 2}  # type: ignore[attr-defined]  # not JSON
-    doc = orjson.loads(checkpoint.encode(book, bars))
+    doc = checkpoint.decode(checkpoint.encode(book, bars))
     assert "t0" not in doc["rules"] and "t1" in doc["rules"]
 
     edited = armed_book()
     edited.put(parse_rule({**RULES[1], "params": {"pct": 0.9}}, user="alice"))  # t1
-    saved = {checkpoint.STATE_FIELD: orjson.dumps(doc)}
+    saved = {checkpoint.STATE_FIELD: zlib.compress(orjson.dumps(doc))}
     assert checkpoint.restore_book(edited, BarBuilder(), saved) == len(RULES) - 2
     assert doc["rules"]["t1"]["ev"]["peak"] is not None
     assert edited.by_id["t1"].evaluator.peak is None  # type: ignore[attr-defined]
@@ -65,10 +67,10 @@ def test_an_edited_rule_starts_over_and_a_state_that_is_not_json_is_left_out():
 def test_the_field_per_rule_layout_still_restores():
     book, bars = armed_book(), BarBuilder()
     run(book, bars, make_entries(50, 10))
-    doc = orjson.loads(checkpoint.encode(book, bars))
+    doc = checkpoint.decode(checkpoint.encode(book, bars))
     legacy = {rule_id: orjson.dumps(state) for rule_id, state in doc["rules"].items()}
     legacy[checkpoint.BARS_FIELD] = orjson.dumps(doc["bars"])
     legacy[checkpoint.PREV_CLOSE_FIELD] = orjson.dumps(doc["pc"])
     again, again_bars = armed_book(), BarBuilder()
     assert checkpoint.restore_book(again, again_bars, legacy) == len(again)
-    assert orjson.loads(checkpoint.encode(again, again_bars)) == doc
+    assert checkpoint.decode(checkpoint.encode(again, again_bars)) == doc

@@ -14,9 +14,10 @@ import time
 
 import orjson
 import pytest
+import redis
 
 from engine.book import Book
-from engine.checkpoint import STATE_FIELD, rule_state
+from engine.checkpoint import STATE_FIELD, decode, rule_state
 from engine.checkpointer import Checkpointer
 from engine.shard import EngineSettings, Shard
 from proto import bus, keys, store
@@ -68,6 +69,12 @@ def pending_ids(r) -> list[str]:
     return [p["message_id"] for p in r.xpending_range(STREAM, keys.ENGINE_GROUP, "-", "+", 10**6)]
 
 
+def saved_state(redis_url: str) -> dict | None:
+    """The shard's checkpoint document as stored (deflated: read with a bytes client)."""
+    raw = redis.Redis.from_url(redis_url).hget(keys.engine_state(0), STATE_FIELD)
+    return None if raw is None else decode(raw)
+
+
 def alert_ids(r) -> list[str]:
     return [f["id"] for _id, f in r.xrange(keys.ALERTS)]
 
@@ -94,8 +101,8 @@ def test_the_child_writes_the_state_at_the_fork_while_the_parent_goes_on(world, 
 
     assert pending_ids(world) == second
     assert not set(first) & set(pending_ids(world))
-    doc = orjson.loads(world.hget(keys.engine_state(0), STATE_FIELD))
-    assert doc["rules"] == orjson.loads(orjson.dumps(
+    doc = saved_state(redis_url)
+    assert doc is not None and doc["rules"] == orjson.loads(orjson.dumps(
         {i: rule_state(a) for i, a in reference.by_id.items()}))
 
     # A crash now, then a new incarnation: restore, redo the second half.
@@ -125,7 +132,7 @@ def test_a_failed_child_acks_nothing_and_the_next_checkpoint_acks_its_entries(
     shard.reap_checkpoint(block=True)
     assert shard.rt.stats.counters["checkpoint_failures"] == 1
     assert pending_ids(world) == ids
-    assert world.hget(keys.engine_state(0), STATE_FIELD) is None
+    assert saved_state(redis_url) is None
     assert sorted(shard._unacked) == sorted(ids)
 
     monkeypatch.undo()
@@ -156,7 +163,7 @@ def test_a_child_killed_mid_write_or_over_time_acks_nothing(world, redis_url):
     assert ckpt.poll() == (False, ids)  # killed for running over
     assert ckpt.child is None and not ckpt.fenced
     assert pending_ids(world) == ids
-    assert world.hget(keys.engine_state(0), STATE_FIELD) is None
+    assert saved_state(redis_url) is None
 
 
 def test_a_child_of_an_older_incarnation_cannot_write(world, redis_url):
@@ -178,7 +185,7 @@ def test_a_child_of_an_older_incarnation_cannot_write(world, redis_url):
     old.reap_checkpoint(block=True)
     assert old.ckpt.fenced and old.rt.stopping
     assert old.rt.stats.counters.get("checkpoints", 0) == 0
-    assert world.hget(keys.engine_state(0), STATE_FIELD) is None
+    assert saved_state(redis_url) is None
     new.checkpoint_now()
     assert pending_ids(world) == []
     old.stop_checkpoints()  # a fenced shard writes no final checkpoint
@@ -208,7 +215,7 @@ os.kill(os.getpid(), signal.SIGKILL)
     child = int(out.stdout.split()[0])
     wait_for(lambda: not _alive(child), timeout_s=1.0, what="the child to die with its parent")
     time.sleep(2.0)
-    assert world.hget(keys.engine_state(0), STATE_FIELD) is None
+    assert saved_state(redis_url) is None
 
 
 def _alive(pid: int) -> bool:
@@ -236,6 +243,6 @@ def test_with_other_threads_alive_the_checkpoint_is_written_inline(world, redis_
     assert shard.rt.stats.counters["checkpoints"] == 1
     assert "checkpoint_forks" not in shard.rt.stats.counters
     assert pending_ids(world) == []
-    doc = orjson.loads(world.hget(keys.engine_state(0), STATE_FIELD))
-    assert set(doc["rules"]) == set(shard.book.by_id) and ids
+    doc = saved_state(redis_url)
+    assert doc is not None and set(doc["rules"]) == set(shard.book.by_id) and ids
 
