@@ -7,10 +7,12 @@ Pure: ticks in, firings out. The shard loop and replay both drive it.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine.kinds import Evaluator, Ref, describe, make_evaluator
+from engine.kinds import Evaluator, Ref, Run, describe, make_evaluator, run_for
+from engine.kinds.runs import can_fire
 from engine.session import Session
 from proto.rules import Rule
 
@@ -20,11 +22,13 @@ log = logging.getLogger(__name__)
 class Armed:
     """A rule with its state. ``done`` once a once-rule fired or the rule expired."""
 
-    __slots__ = ("cooldown_ms", "dirty", "done", "evaluator", "expires_at", "fingerprint",
-                 "last_fire_t", "market_hours", "once", "params", "per_bar", "rule")
+    __slots__ = ("_dirty", "_seen", "cooldown_ms", "done", "evaluator", "expires_at",
+                 "fingerprint", "last_fire_t", "market_hours", "once", "params", "per_bar",
+                 "rule", "run", "seq")
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, seq: int = 0) -> None:
         self.rule = rule
+        self.seq = seq  # the order of arming: firings of one tick come in this order
         self.params: Any = None  # the validated params model, built on the first firing
         self.evaluator: Evaluator = make_evaluator(rule.kind, rule.params)
         self.cooldown_ms = rule.cooldown_s * 1000
@@ -34,11 +38,35 @@ class Armed:
         self.expires_at = rule.expires_at
         self.last_fire_t: int | None = None
         self.done = False
-        self.dirty = False  # state changed since the last checkpoint
+        self.run: Run | None = None  # the book's group this rule is evaluated in
+        self._seen = 0  # the run's tick count when dirty was last cleared
+        self._dirty = False
         self.fingerprint = ""  # of the rule's JSON, computed once by the checkpoint
 
+    @property
+    def dirty(self) -> bool:
+        """State changed since the checkpoint last cleared this: a change marked on the rule,
+        or a tick evaluated by its run since then. Runs of kinds whose state moves at every
+        tick count their ticks rather than mark each rule, so that a tick need not touch the
+        rule's ``Armed`` at all (with 100k rules each touch is a cache miss)."""
+        run = self.run
+        return self._dirty or (run is not None and run.ticks != self._seen)
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self._dirty = value
+        if not value and self.run is not None:
+            self._seen = self.run.ticks
+
+    def attach(self, run: Run | None) -> None:
+        """Move to another run (or none, when the rule leaves the book), keeping ``dirty``."""
+        self._dirty = self.dirty
+        self.run = run
+        self._seen = run.ticks if run is not None else 0
+
     def on_tick(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
-        """The reference values of a firing at this tick, or None."""
+        """The reference values of a firing at this tick, or None. The per-rule definition:
+        the book evaluates a symbol's rules in groups (``Book.on_tick``) with the same result."""
         if self.expires_at is not None and t >= self.expires_at:
             self.done = True
             return None
@@ -64,8 +92,31 @@ class Firing:
     msg: str
 
 
+class Plan:
+    """How one symbol's rules are evaluated: one run per (evaluator class, market-hours flag),
+    built from the rules' state when the symbol next ticks after a change to its rules."""
+
+    __slots__ = ("has_done", "next_expiry_ms", "runs")
+
+    def __init__(self, rules: list[Armed]) -> None:
+        groups: dict[tuple[type, bool], list[Armed]] = {}
+        for armed in rules:
+            groups.setdefault((type(armed.evaluator), armed.market_hours), []).append(armed)
+        self.runs = tuple(run_for(cls)(arms) for (cls, _market_hours), arms in groups.items())
+        self.next_expiry_ms = min((a.expires_at for a in rules if a.expires_at is not None),
+                                  default=math.inf)
+        # A rule can only be done here if a checkpoint said so; it leaves at its next tick.
+        self.has_done = any(a.done for a in rules)
+
+
+def _seq(hit: tuple[Armed, Ref]) -> int:
+    return hit[0].seq
+
+
 class Book:
-    """Armed rules by symbol; a tick costs only the rules of its symbol."""
+    """Armed rules by symbol; a tick costs only the rules of its symbol, grouped by kind
+    (``engine.kinds.runs``), with the same firings in the same order as ``Armed.on_tick``
+    called for each of the symbol's rules in the order they were put."""
 
     def __init__(self, session: Session | None = None) -> None:
         self.session = session or Session()
@@ -74,6 +125,9 @@ class Book:
         self.prev_close: dict[str, float] = {}
         self.errors = 0
         self.removed: set[str] = set()  # rule ids whose checkpointed state is now stale
+        self._plans: dict[str, Plan] = {}
+        self._seq = 0
+        self._finished: list[Armed] = []  # done during the current tick
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -83,48 +137,110 @@ class Book:
         self.remove(rule.id)
         if not rule.active:
             return
-        armed = Armed(rule)
+        self._seq += 1
+        armed = Armed(rule, self._seq)
         self.by_id[rule.id] = armed
         self.by_symbol.setdefault(rule.symbol, []).append(armed)
+        self._plans.pop(rule.symbol, None)
 
     def remove(self, rule_id: str) -> None:
         armed = self.by_id.pop(rule_id, None)
         if armed is None:
             return
         self.removed.add(rule_id)
-        rules = self.by_symbol[armed.rule.symbol]
+        armed.attach(None)
+        sym = armed.rule.symbol
+        self._plans.pop(sym, None)
+        rules = self.by_symbol[sym]
         rules.remove(armed)
         if not rules:
-            del self.by_symbol[armed.rule.symbol]
+            del self.by_symbol[sym]
+
+    def invalidate(self) -> None:
+        """Forget the per-symbol runs, so the next tick rebuilds them from the rules' state.
+        Needed only when rule state was changed from outside (a checkpoint restored) after
+        the rule's symbol ticked; ``put`` and ``remove`` do it for their symbol."""
+        self._plans.clear()
 
     def on_tick(self, sym: str, p: float, t: int, pc: float | None,
                 vol: int = 0) -> list[Firing]:
         """Firings of this tick in rule order; finished rules leave the book."""
         if pc:
             self.prev_close[sym] = pc
-        rules = self.by_symbol.get(sym)
-        if not rules:
-            return []
+        plan = self._plans.get(sym)
+        if plan is None:
+            if sym not in self.by_symbol:
+                return []
+            plan = self._plans[sym] = Plan(self.by_symbol[sym])
+        is_open: bool | None = None
+        if t >= plan.next_expiry_ms:
+            is_open = self.session.is_open(t)
+            if self._expire(self.by_symbol[sym], t, is_open):
+                rules = self.by_symbol.get(sym)
+                if not rules:
+                    return []
+                plan = self._plans[sym] = Plan(rules)
         pc = self.prev_close.get(sym)
+        hits: list[tuple[Armed, Ref]] = []
+        settle: list[Run] = []
+        fail = self._fail
+        for run in plan.runs:
+            if run.market_hours:
+                if is_open is None:
+                    is_open = self.session.is_open(t)
+                if not is_open:
+                    continue  # outside the session the rule does not see the tick at all
+            if run.run(p, t, pc, vol, hits, fail):
+                settle.append(run)
+        firings = self._commit(sym, p, t, hits) if hits else []
+        for run in settle:
+            run.settle()
+        if plan.has_done:
+            self._finished.extend(a for a in self.by_symbol[sym] if a.done and (
+                not a.market_hours or self.session.is_open(t)))
+        if self._finished:
+            for armed in self._finished:
+                self.remove(armed.rule.id)
+            self._finished.clear()
+        return firings
+
+    def _commit(self, sym: str, p: float, t: int, hits: list[tuple[Armed, Ref]]) -> list[Firing]:
+        """Cooldown, frequency and ``fired`` for the rules whose condition held, in rule order."""
+        if len(hits) > 1:
+            hits.sort(key=_seq)
         firings: list[Firing] = []
-        finished = False
-        for armed in rules:
-            if armed.market_hours and not self.session.is_open(t):
-                continue  # outside the session the rule does not see the tick at all
+        for armed, ref in hits:
+            if not can_fire(armed, t):
+                continue  # suppressed: changes no state
             try:
-                ref = armed.on_tick(p, t, pc, vol)
-                if ref is not None and armed.params is None:
+                armed.evaluator.fired(p, t)
+                armed.dirty = True
+                armed.last_fire_t = t
+                if armed.once:
+                    armed.done = True
+                    self._finished.append(armed)
+                if armed.params is None:
                     armed.params = armed.rule.typed_params()
             except Exception:  # a broken rule is disabled, the shard lives on
-                log.exception("rule %s raised; disabling it", armed.rule.id)
-                self.errors += 1
-                armed.done = True
-                ref = None
-            if ref is not None:
-                rule = armed.rule
-                firings.append(Firing(rule, ref, describe(rule.kind, armed.params, sym, p, ref)))
-            finished = finished or armed.done
-        if finished:
-            for armed in [a for a in rules if a.done]:
-                self.remove(armed.rule.id)
+                self._fail(armed)
+                continue
+            rule = armed.rule
+            firings.append(Firing(rule, ref, describe(rule.kind, armed.params, sym, p, ref)))
         return firings
+
+    def _expire(self, rules: list[Armed], t: int, is_open: bool) -> bool:
+        """Rules that expired at this tick leave the book before it is evaluated (a
+        market-hours rule only once it sees a tick, as in ``Armed.on_tick``)."""
+        expired = [a for a in rules if a.expires_at is not None and t >= a.expires_at
+                   and (is_open or not a.market_hours)]
+        for armed in expired:
+            armed.done = True
+            self.remove(armed.rule.id)
+        return bool(expired)
+
+    def _fail(self, armed: Armed) -> None:
+        """Called in an except block: disable the rule that raised, log why."""
+        log.exception("rule %s raised; disabling it", armed.rule.id)
+        self.errors += 1
+        armed.done = True
+        self._finished.append(armed)

@@ -12,9 +12,11 @@ other than a flat dict of numbers, becomes an evaluator error, which disables th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engine.kinds import averages, classic, levels, orb, volume
+from engine.kinds.runs import Fail, Hits, Run
 from proto.rulekinds import (
     BUILTIN_PARAMS,
     REGISTRY,
@@ -27,7 +29,8 @@ from proto.rulekinds import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN", "Evaluator", "Ref", "describe", "kind_of", "make_evaluator"]
+__all__ = ["BUILTIN", "Evaluator", "Fail", "Hits", "Ref", "Run", "describe", "kind_of",
+           "make_evaluator", "run_for"]
 
 
 def _builtin_table(kinds: tuple[RuleKind[Any], ...]) -> dict[str, RuleKind[Any]]:
@@ -46,6 +49,16 @@ def _builtin_table(kinds: tuple[RuleKind[Any], ...]) -> dict[str, RuleKind[Any]]
 
 BUILTIN = _builtin_table(
     (*classic.KINDS, *levels.KINDS, *volume.KINDS, *averages.KINDS, *orb.KINDS))
+
+
+# Built-in evaluator classes with a loop of their own; every other class (plug-ins, checked
+# through a subclass, are never in it) goes through ``Run``, which calls ``step``.
+RUNS: dict[type, Callable[[list[Any]], Run]] = {**classic.RUNS, **levels.RUNS}
+
+
+def run_for(cls: type) -> Callable[[list[Any]], Run]:
+    """How to evaluate armed rules whose evaluator is exactly of class ``cls``."""
+    return RUNS.get(cls, Run)
 
 
 def kind_of(name: str) -> RuleKind[Any]:

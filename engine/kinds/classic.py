@@ -7,8 +7,10 @@ Evaluators follow the contract in ``proto.rulekinds.api``; arithmetic is float64
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from engine.kinds.runs import Fail, Hits, Run, can_fire
 from proto.rulekinds import API_VERSION, Ref, RuleKind
 from proto.rulekinds.builtin import (
     ChangePctParams,
@@ -152,6 +154,98 @@ class WindowPct:
         self.highs.clear()
         self.lows.append((t, p))
         self.highs.append((t, p))
+
+
+# Runs: the loops of ``step`` above over one symbol's rules of a kind (engine.kinds.runs).
+# Each does exactly what its class's ``step`` does, in the same float64 operations.
+
+class CrossAboveRun(Run):
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        for i, ev in enumerate(self.evs):
+            try:
+                prev = ev.prev
+                ev.prev = p
+                if prev is not None and prev < ev.level <= p and can_fire(self.arms[i], t):
+                    hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
+            except Exception:  # e.g. a state restored from a damaged checkpoint
+                fail(self.arms[i])
+        return False
+
+
+class CrossBelowRun(Run):
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        for i, ev in enumerate(self.evs):
+            try:
+                prev = ev.prev
+                ev.prev = p
+                if prev is not None and prev > ev.level >= p and can_fire(self.arms[i], t):
+                    hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+class ChangePctRun(Run):
+    """No state changes at a tick (only a firing's, which the book marks), so no dirty."""
+
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        if not pc:
+            return False
+        for i, ev in enumerate(self.evs):
+            try:
+                if ((ev.up and p >= pc * (1 + ev.pct / 100)) or (
+                        ev.down and p <= pc * (1 - ev.pct / 100))) and can_fire(self.arms[i], t):
+                    hits.append((self.arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+class TrailingDownRun(Run):
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        for i, ev in enumerate(self.evs):
+            try:
+                peak = ev.peak
+                if peak is None or p > peak:
+                    ev.peak = peak = p
+                if p <= peak * (1 - ev.pct / 100) and can_fire(self.arms[i], t):
+                    hits.append((self.arms[i], {"peak": peak}))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+class TrailingUpRun(Run):
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        for i, ev in enumerate(self.evs):
+            try:
+                trough = ev.trough
+                if trough is None or p < trough:
+                    ev.trough = trough = p
+                if p >= trough * (1 + ev.pct / 100) and can_fire(self.arms[i], t):
+                    hits.append((self.arms[i], {"trough": trough}))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+RUNS: dict[type, Callable[[list[Any]], Run]] = {
+    CrossAbove: CrossAboveRun, CrossBelow: CrossBelowRun, ChangePct: ChangePctRun,
+    TrailingDown: TrailingDownRun, TrailingUp: TrailingUpRun}
 
 
 def _trailing(p: TrailingPctParams) -> TrailingDown | TrailingUp:
