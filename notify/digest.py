@@ -51,6 +51,8 @@ from proto.runtime import Stats
 log = logging.getLogger(__name__)
 
 SEND = "send"
+PREFS_CACHE_S = 1.0
+PREFS_CACHE_MAX = 100_000  # users; cleared when full, it is only a cache
 
 # KEYS: rate hash, quiet digest hash, quiet items, storm digest hash, storm items (the quiet
 # pair repeats the storm pair when the alert is outside quiet hours: all share one hash tag).
@@ -125,12 +127,22 @@ class Policy:
         self.r = r
         self._clock_ms = clock_ms
         self._decide = r.register_script(_DECIDE)
+        self._prefs: dict[str, tuple[float, store.NotifyPrefs]] = {}
 
     async def prefs(self, user: str) -> store.NotifyPrefs:
+        """A user's prefs, read at most once per ``PREFS_CACHE_S``: a busy user's alerts
+        save a round trip each, and a change from the CLI applies within that time."""
+        now = time.monotonic()
+        cached = self._prefs.get(user)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         raw: dict[str, str] = await self.r.hgetall(keys.user_prefs(user))  # type: ignore[assignment]
         prefs, problems = store.decode_prefs(raw)
         for problem in problems:
             log.warning("user %s: stored preference ignored: %s", user, problem)
+        if len(self._prefs) >= PREFS_CACHE_MAX:
+            self._prefs.clear()
+        self._prefs[user] = (now + PREFS_CACHE_S, prefs)
         return prefs
 
     async def decide(self, alert: Alert) -> Decision:
