@@ -162,3 +162,12 @@ def test_digest_text_fits_and_counts_what_it_cannot_list() -> None:
     few = digest_text(many[:3], "q1", 700)
     assert few.startswith("3 alerts held during your quiet hours.")
     assert few.count("cross_above") == 3 and "more" not in few
+
+
+def test_unreadable_stored_prefs_fall_back_to_the_defaults() -> None:
+    prefs, problems = store.decode_prefs({"max_per_minute": "lots", "quiet": "7pm-9pm"})
+    assert prefs == store.NotifyPrefs()
+    assert len(problems) == 2 and "bad max per minute 'lots'" in problems[0]
+    prefs, problems = store.decode_prefs({"max_per_minute": "0", "quiet": "23:30-00:15"})
+    assert prefs == store.NotifyPrefs(0, (23 * 60 + 30, 15)) and problems == []
+    assert prefs.quiet_text() == "23:30-00:15"
