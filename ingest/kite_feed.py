@@ -158,6 +158,7 @@ class KiteConnection:
                 async with asyncio.timeout(self._policy.silence_s):
                     message = await ws.recv()
             except TimeoutError:
+                ws.transport.abort()  # dead: no close handshake to wait for
                 raise HeartbeatSilence from None
             recv_us = time.time_ns() // 1000
             if isinstance(message, str):

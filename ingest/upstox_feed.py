@@ -164,6 +164,7 @@ class UpstoxConnection:
         self._policy = policy
         self._alive_at = 0.0
         self._ws: ClientConnection | None = None
+        self._last_frame: float | None = None  # monotonic time of the last data frame
 
     @property
     def instrument_keys(self) -> list[str]:
@@ -204,6 +205,7 @@ class UpstoxConnection:
             except InvalidStatus as exc:
                 reason = f"feed URL refused: HTTP {exc.response.status_code}"
             except FeedSilence:
+                self._stats.inc("silences")
                 reason = f"no data and no pong for {self._policy.silence_s:.1f} s"
             except AuthorizeFailed as exc:
                 reason = str(exc)
@@ -233,17 +235,22 @@ class UpstoxConnection:
     async def _read(self, ws: ClientConnection) -> None:
         stats, writer, symbols = self._stats, self._writer, self._symbols
         self._alive_at = time.monotonic()
+        first = True
         while True:
             try:
                 async with asyncio.timeout(self._policy.silence_s / 2):
                     message = await ws.recv()
             except TimeoutError:
                 if time.monotonic() - self._alive_at > self._policy.silence_s:
+                    ws.transport.abort()  # dead: no close handshake to wait for
                     raise FeedSilence from None
                 await self._probe(ws)
                 continue
             recv_us = time.time_ns() // 1000
-            self._alive_at = time.monotonic()
+            if first:
+                first = False
+                self._count_gap()
+            self._alive_at = self._last_frame = time.monotonic()
             if isinstance(message, str):
                 message = message.encode()  # Upstox sends none; decode whatever it is
             stats.inc("frames")
@@ -259,6 +266,18 @@ class UpstoxConnection:
                 writer.offer(decoded.ticks)
             elif decoded.market_status:
                 await self._market_status(decoded.market_status)
+
+    def _count_gap(self) -> None:
+        """After a reconnect: how long the feed was without data."""
+        if self._last_frame is None:
+            return
+        gap_ms = round((time.monotonic() - self._last_frame) * 1000)
+        self._stats.inc("gaps")
+        self._stats.inc("gap_ms", gap_ms)
+        gauges = self._stats.gauges
+        gauges["last_gap_ms"] = gap_ms
+        gauges["max_gap_ms"] = max(gauges.get("max_gap_ms", 0), gap_ms)
+        log.info("%s: data again after a %d ms gap", self.name, gap_ms)
 
     async def _probe(self, ws: ClientConnection) -> None:
         """Ping; a pong counts as life. A dead socket never answers and the watchdog fires."""
