@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import redis
 
-from deploy import notify_admin
 from proto import bus, store
 from proto.rules import RuleError, parse_rule
 from proto.settings import BaseSettings, load
@@ -27,6 +26,10 @@ PROCESS_COMMANDS = {
     "web": "web",
     "replay": "engine.replay",
 }
+
+
+# Commands of a process's admin module, run in place of this process with the whole argv.
+ADMIN_COMMANDS = {"alerts": "notify.admin"}
 
 
 class CliError(Exception):
@@ -62,31 +65,60 @@ def read_password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
-def cmd_user(args: argparse.Namespace) -> int:
+def cmd_user(args: argparse.Namespace) -> None:
     r = connect()
     if args.user_cmd == "add":
         store.add_user(r, args.name, read_password(), admin=args.admin)
         print(f"user {args.name} added" + (" (admin)" if args.admin else ""))
     elif args.user_cmd == "channel" and args.name == "test" and "://" not in args.url:
         # `user channel test NAME`; `user channel test URL` still adds a channel to "test".
-        return 0 if notify_admin.channel_test(r, args.url, args.channel) else 1
+        store.require_user(r, args.url)
+        only = ["--channel", args.channel] if args.channel else []
+        run_admin("notify.admin", ["channel-test", args.url, *only])
     elif args.user_cmd == "channel":
         store.add_channel(r, args.name, args.url, tag=args.tag)
         print(f"channel {store.redact(args.url)} added to {args.name} as {args.tag!r}")
     elif args.user_cmd == "prefs":
-        notify_admin.cmd_prefs(r, args)
+        cmd_prefs(r, args)
     elif args.user_cmd == "list":
         for name in store.list_users(r):
             record = store.get_user(r, name) or {}
             channels = store.list_channels(r, name)
             admin = " admin" if record.get("admin") == "1" else ""
-            prefs = notify_admin.prefs_text(store.get_prefs(r, name))
+            prefs = prefs_text(store.get_prefs(r, name))
             print(f"{name}{admin} channels={len(channels)} {prefs}")
-    return 0
 
 
-def cmd_alerts(args: argparse.Namespace) -> None:
-    notify_admin.cmd_alerts(connect(), args)
+def prefs_text(prefs: store.NotifyPrefs) -> str:
+    limit = "default" if prefs.max_per_minute is None else str(prefs.max_per_minute)
+    quiet = f"{prefs.quiet_text()} IST" if prefs.quiet else "off"
+    return f"max_per_minute={limit} quiet={quiet}"
+
+
+def cmd_prefs(r: redis.Redis, args: argparse.Namespace) -> None:
+    """Show, set or clear a user's preferences; every value is checked before any write."""
+    name = args.name
+    store.require_user(r, name)
+    limit, quiet = args.max_per_minute, args.quiet
+    if limit not in (None, "default"):
+        store.parse_max_per_minute(limit)
+    if quiet not in (None, "off"):
+        store.parse_quiet(quiet)
+    cleared = tuple(field for field, off in (("max_per_minute", limit == "default"),
+                                             ("quiet", quiet == "off")) if off)
+    if args.clear or cleared:
+        store.clear_prefs(r, name, store.PREF_FIELDS if args.clear else cleared)
+    prefs = store.set_prefs(r, name, max_per_minute=None if limit == "default" else limit,
+                            quiet=None if quiet == "off" else quiet)
+    print(f"{name}: {prefs_text(prefs)}")
+
+
+def run_admin(module: str, argv: list[str]) -> None:
+    """Run a process's admin module in place of this process (deploy does not import the
+    processes), with the Redis this command would use (``var/redis.url`` included)."""
+    url = redis_url()
+    os.environ["STORMALERT_REDIS_URL"] = url
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
 
 
 def cmd_rule(args: argparse.Namespace) -> None:
@@ -147,15 +179,9 @@ def parser() -> argparse.ArgumentParser:
                        help="quiet hours (IST): alerts held for a digest at their end")
     prefs.add_argument("--clear", action="store_true", help="back to the defaults")
     usub.add_parser("list")
-    alerts = sub.add_parser("alerts", help="alerts and their delivery log")
-    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
-    ashow = asub.add_parser("show", help="one alert and its delivery per channel")
-    ashow.add_argument("id")
-    ashow.add_argument("--json", action="store_true")
-    alist = asub.add_parser("list", help="newest alerts first, with their delivery")
-    alist.add_argument("--user")
-    alist.add_argument("--last", type=int, default=20, metavar="N")
-    alist.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name, module in ADMIN_COMMANDS.items():
+        sub.add_parser(name, help=f"alerts and their delivery log (`python -m {module}`)",
+                       add_help=False)
     rule = sub.add_parser("rule", help="alert rules")
     rsub = rule.add_subparsers(dest="rule_cmd", required=True)
     radd = rsub.add_parser("add", help="add a rule; prints its id")
@@ -175,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in PROCESS_COMMANDS:
         module = PROCESS_COMMANDS[argv[0]]
         os.execv(sys.executable, [sys.executable, "-m", module, *argv[1:]])
+    if argv and argv[0] in ADMIN_COMMANDS:
+        run_admin(ADMIN_COMMANDS[argv[0]], argv)
     args = parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int | None]] = {
-        "user": cmd_user, "rule": cmd_rule, "status": cmd_status, "alerts": cmd_alerts}
+        "user": cmd_user, "rule": cmd_rule, "status": cmd_status}
     try:
         if args.cmd == "up":
             return cmd_up(args)

@@ -158,3 +158,14 @@ def test_alerts_show_and_list_the_delivery_log(
     assert [orjson.loads(line)["id"] for line in last] == [folded.id]
     nope = cli(redis_url, "alerts", "show", "no-such-alert")
     assert nope.returncode == 1 and "no alert 'no-such-alert'" in nope.stderr
+
+
+def test_notify_verbs_fail_in_one_line(r: redis.Redis, redis_url: str) -> None:
+    for args in (("alerts", "list"), ("alerts", "show", "x")):
+        out = cli("redis://127.0.0.1:1/0", *args)
+        assert out.returncode == 1
+        assert "cannot reach Redis" in out.stderr and "Traceback" not in out.stderr
+    ghost = cli(redis_url, "user", "channel", "test", "ghost")
+    assert ghost.returncode == 1 and "unknown user 'ghost'" in ghost.stderr
+    assert "unknown user 'ghost'" in cli(redis_url, "alerts", "list", "--user", "ghost").stderr
+    assert cli(redis_url, "alerts", "list").stdout == ""  # nothing yet, and no error

@@ -1,5 +1,7 @@
-"""The ``stormalert`` verbs about notifications: a user's preferences, a test message to
-their channels, and the delivery log of alerts (``alerts show`` / ``alerts list``).
+"""``python -m notify.admin``: the notifier's side of the ``stormalert`` command, run by it
+as a subprocess (deploy never imports notify): a test message to a user's channels
+(``stormalert user channel test NAME``) and the delivery log of alerts (``stormalert alerts
+show ID`` / ``alerts list``).
 
 Channels are shown as ``scheme:channel-id`` (``store.redact``), never their URL; the errors
 in delivery records and test outcomes were scrubbed of URL parts by ``notify.send``.
@@ -8,13 +10,20 @@ in delivery records and test outcomes were scrubbed of URL parts by ``notify.sen
 from __future__ import annotations
 
 import argparse
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import redis
 
-from proto import keys, store
+from notify.policy import parse_digest_id
+from notify.records import delivery_log
+from notify.render import Message, format_ist
+from notify.send import Channel, SendOutcome, send_blocking, warm_up
+from notify.settings import NotifySettings
+from proto import bus, keys, store
+from proto.settings import load
 
 SCAN_PAGE = 1000
 
@@ -23,41 +32,12 @@ class NotFound(store.StoreError):
     """Nothing stored under the name asked for."""
 
 
-def prefs_text(prefs: store.NotifyPrefs) -> str:
-    limit = "default" if prefs.max_per_minute is None else str(prefs.max_per_minute)
-    quiet = f"{prefs.quiet_text()} IST" if prefs.quiet else "off"
-    return f"max_per_minute={limit} quiet={quiet}"
-
-
-def cmd_prefs(r: redis.Redis, args: argparse.Namespace) -> None:
-    """Show, set or clear a user's preferences; every value is checked before any write."""
-    name = args.name
-    store.require_user(r, name)
-    limit, quiet = args.max_per_minute, args.quiet
-    if limit not in (None, "default"):
-        store.parse_max_per_minute(limit)
-    if quiet not in (None, "off"):
-        store.parse_quiet(quiet)
-    cleared = tuple(field for field, off in (("max_per_minute", limit == "default"),
-                                             ("quiet", quiet == "off")) if off)
-    if args.clear or cleared:
-        store.clear_prefs(r, name, store.PREF_FIELDS if args.clear else cleared)
-    prefs = store.set_prefs(r, name, max_per_minute=None if limit == "default" else limit,
-                            quiet=None if quiet == "off" else quiet)
-    print(f"{name}: {prefs_text(prefs)}")
-
-
 # A test message ------------------------------------------------------------------------
 
 
-def channel_test(r: redis.Redis, name: str, only: str | None) -> bool:
+def channel_test(r: redis.Redis, s: NotifySettings, name: str, only: str | None) -> bool:
     """Send a test message to each of ``name``'s channels (or the one ``only``) through
     ``notify.send``; prints one line per channel; True when every send was accepted."""
-    from notify.render import Message
-    from notify.send import Channel, send_blocking, warm_up
-    from notify.settings import NotifySettings
-    from proto.settings import load
-
     store.require_user(r, name)
     channels = [Channel(c["id"], c["url"], c["tag"]) for c in store.list_channels(r, name)]
     if only is not None:
@@ -66,10 +46,9 @@ def channel_test(r: redis.Redis, name: str, only: str | None) -> bool:
             raise NotFound(f"user {name!r} has no channel {only!r}")
     if not channels:
         raise NotFound(f"user {name!r} has no channels: add one with `stormalert user channel`")
-    s = load(NotifySettings)
     warm_up()
 
-    def send(channel: Channel) -> Any:
+    def send(channel: Channel) -> SendOutcome:
         message = Message(title="StormAlert test message",
                           body=f"Test message for {name} on {channel.label()} "
                                f"({channel.tag!r}). Alerts will reach you here.")
@@ -107,9 +86,6 @@ def _newest_first(r: redis.Redis) -> Any:
 
 def delivery(r: redis.Redis, alert_id: str, user: str) -> dict[str, Any]:
     """What the notifier recorded for one alert, channels shown safely."""
-    from notify.policy import parse_digest_id
-    from notify.records import delivery_log
-
     raw: Any = r.hgetall(keys.delivery(alert_id))
     folded, records = delivery_log(raw)
     channels = {c["id"]: c for c in store.list_channels(r, user)} if user else {}
@@ -143,8 +119,6 @@ def alert_report(r: redis.Redis, alert_id: str) -> dict[str, Any]:
 
 
 def show_text(report: dict[str, Any]) -> str:
-    from notify.render import format_ist
-
     lines = [f"alert {report['id']}"]
     fields = report["alert"]
     if fields:
@@ -195,8 +169,6 @@ def cmd_alerts(r: redis.Redis, args: argparse.Namespace) -> None:
         report = alert_report(r, args.id)
         print(orjson.dumps(report).decode() if args.json else show_text(report))
         return
-    from notify.render import format_ist
-
     if args.user is not None:
         store.require_user(r, args.user)
     for report in list_alerts(r, args.user, args.last):
@@ -206,3 +178,45 @@ def cmd_alerts(r: redis.Redis, args: argparse.Namespace) -> None:
         f = report["alert"]
         print(f"{format_ist(int(f.get('ts', 0)))}\t{report['id']}\t{f.get('user')}\t"
               f"{f.get('sym')}\t{f.get('kind')}\t{f.get('ltp')}\t{summary(report)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m notify.admin",
+                                description="Test messages and delivery logs (run by stormalert).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    test = sub.add_parser("channel-test", help="a test message to each of a user's channels")
+    test.add_argument("name")
+    test.add_argument("--channel", help="only this channel (id or scheme:id)")
+    alerts = sub.add_parser("alerts", help="alerts and their delivery log")
+    asub = alerts.add_subparsers(dest="alerts_cmd", required=True)
+    show = asub.add_parser("show", help="one alert and its delivery per channel")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    listing = asub.add_parser("list", help="newest alerts first, with their delivery")
+    listing.add_argument("--user")
+    listing.add_argument("--last", type=int, default=20, metavar="N")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    verb = "user channel test" if args.cmd == "channel-test" else args.cmd
+    s = load(NotifySettings)
+    r = bus.connect(s.redis_url)
+    try:
+        bus.check(r, s.redis_url)
+        if args.cmd == "channel-test":
+            return 0 if channel_test(r, s, args.name, args.channel) else 1
+        cmd_alerts(r, args)
+        return 0
+    except (bus.RedisUnavailable, store.StoreError) as exc:
+        print(f"stormalert {verb}: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"stormalert {verb}: Redis error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
