@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -31,7 +32,14 @@ import redis.asyncio as aredis
 
 from notify import webhook
 from notify.pacing import Limit, Pacer
-from notify.records import Record, Records, alert_dead_fields, dead_letter, now_us
+from notify.records import (
+    Record,
+    Records,
+    alert_dead_fields,
+    dead_letter,
+    delivery_log,
+    now_us,
+)
 from notify.render import Message, render
 from notify.send import (
     Channel,
@@ -52,6 +60,9 @@ log = logging.getLogger(__name__)
 SendFn = Callable[[Channel, Message, float], SendOutcome]
 TRANSIENT = (redis.RedisError, ConnectionError, OSError)
 LEASE_SLACK_S = 2.0
+# Redis commands of deliveries in flight at once: redis-py's pool refuses (does not wait)
+# past its 100 connections, and the consumer loop and digests need some of them too.
+REDIS_SLOTS = 50
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rand: float) -> float:
@@ -98,6 +109,7 @@ class Deliverer:
         self.pacer = Pacer()
         self._rand = rand
         self._alerts = KeyedLock()
+        self._redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._lease_ms = int((settings.notify_send_timeout_s + LEASE_SLACK_S) * 1000)
         # Our own pool: the loop's default one has min(32, cpus + 4) threads, 6 on a 2-core
         # machine, and slow channels would queue behind each other in it.
@@ -122,8 +134,12 @@ class Deliverer:
         # Two entries with one alert id (an engine redelivery) are handled one after the
         # other, so the second finds the first's records and sends nothing.
         async with self._alerts.hold(alert.id):
-            raw: dict[str, str] = await self.r.hgetall(keys.user_channels(alert.user))  # type: ignore[assignment]
-            channels, unreadable = parse_channels(raw)
+            # One round trip for both reads: at 1000 alerts/s every command counts.
+            async with self._redis_slots, self.r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.user_channels(alert.user))
+                pipe.hgetall(keys.delivery(alert.id))
+                raw_channels, raw_records = await pipe.execute()
+            channels, unreadable = parse_channels(raw_channels)
             for cid in unreadable:
                 log.warning("user %s: channel %s record unreadable, skipped", alert.user, cid)
             chosen = select(channels, alert.channels)
@@ -133,7 +149,7 @@ class Deliverer:
                          ",".join(alert.channels))
                 return True
             message = render(alert, self.s.dashboard_url)
-            previous = await self.records.read(alert.id)
+            previous = delivery_log(raw_records)[1]
             todo = []
             for channel in chosen:
                 prior = previous.get(channel.id)
@@ -187,18 +203,20 @@ class Deliverer:
                 delay = max(delay, asked_s)
             log.info("alert %s %s: try %d failed (%s), retry in %.2fs", alert.id,
                      channel.label(), try_no, outcome.error, delay)
-            await self.records.write(alert.id, channel.id,
-                                     Record("pending", attempts, outcome.error))
+            await self._write(alert, channel, Record("pending", attempts, outcome.error))
             await asyncio.sleep(delay)
+
+    async def _write(self, alert: Alert, channel: Channel, record: Record) -> Record | None:
+        async with self._redis_slots:
+            return await self.records.write(alert.id, channel.id, record)
 
     async def _take(self, alert: Alert, channel: Channel,
                     attempts: int) -> Literal["go", "sent"]:
         """Hold the channel's lease for one try; wait while another notifier holds it."""
         while True:
             lease_until_ms = time.time_ns() // 1_000_000 + self._lease_ms
-            winner = await self.records.write(
-                alert.id, channel.id,
-                Record("pending", attempts, lease_until_ms=lease_until_ms))
+            winner = await self._write(
+                alert, channel, Record("pending", attempts, lease_until_ms=lease_until_ms))
             if winner is None:
                 return "go"
             if winner.status == "sent":
@@ -228,8 +246,21 @@ class Deliverer:
                            started: float) -> None:
         at = now_us()
         latency_ms = round((at - alert.at) / 1000, 1)
-        winner = await self.records.write(
-            alert.id, channel.id, Record("sent", attempts, latency_ms=latency_ms, at=at))
+        record = Record("sent", attempts, latency_ms=latency_ms, at=at)
+        # The message is out: a Redis hiccup now must not leave the record pending, or the
+        # channel would be sent again. Keep trying while our lease still covers it.
+        give_up_at = started + self._lease_ms / 1000 - 0.5
+        for failures in itertools.count(1):
+            try:
+                winner = await self._write(alert, channel, record)
+                break
+            except TRANSIENT as exc:
+                pause_s = backoff_s(failures, 0.05, 1.0, self._rand())
+                if time.monotonic() + pause_s > give_up_at:
+                    raise
+                log.warning("alert %s %s: sent, recording it failed (%s), again in %.2fs",
+                            alert.id, channel.label(), exc, pause_s)
+                await asyncio.sleep(pause_s)
         if winner is not None:
             log.warning("alert %s %s: sent, but the record was already %s", alert.id,
                         channel.label(), winner.status)
@@ -239,8 +270,9 @@ class Deliverer:
 
     async def _give_up(self, alert: Alert, channel: Channel, attempts: int, error: str) -> None:
         reason = f"{channel.scheme} channel gave up after {attempts} tries: {error}"
-        await self.records.write(alert.id, channel.id, Record("failed", attempts, error))
-        await dead_letter(self.r, alert_dead_fields(alert, channel.id, reason, attempts))
+        await self._write(alert, channel, Record("failed", attempts, error))
+        async with self._redis_slots:
+            await dead_letter(self.r, alert_dead_fields(alert, channel.id, reason, attempts))
         self.stats.inc("failed")
         self.stats.inc("dead")
         log.warning("alert %s %s: %s", alert.id, channel.label(), reason)

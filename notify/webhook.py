@@ -3,7 +3,7 @@ keep-alive connections, with apprise used only to read the URL.
 
 Apprise's JSON and form plugins call ``requests.request`` for every send: a new TCP (and
 TLS) connection each time, about 545 sends/s at best on a 2-core machine, from blocking
-threads. Here one ``httpx.AsyncClient`` keeps connections open per host and the send runs
+threads. Here one ``notify.http11.Client`` keeps connections open per host and the send runs
 on the event loop. ``build_request`` reproduces the plugin's request from the plugin
 instance's own attributes (method, fullpath, params, headers, payload extras, user and
 password), so a URL means what apprise documents; tests/notify/test_webhook_parity.py sends
@@ -13,14 +13,14 @@ one message both ways to one server and compares them.
 from __future__ import annotations
 
 import json
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import apprise
-import httpx
 
+from notify import http11
 from notify.render import Message, fit
 from notify.send import Answer, Channel, SendOutcome, retry_after_s, scrub
 
@@ -30,10 +30,6 @@ PLUGIN_CACHE_MAX = 4096
 # Apprise's type field for our messages (apprise.NotifyType.INFO).
 NOTIFY_TYPE = apprise.NotifyType.INFO.value
 
-# httpx logs every request with its full URL (tokens in paths and queries) at INFO, httpcore
-# at DEBUG: a channel URL must never reach a log line, so theirs stay quiet.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,27 +131,17 @@ class PluginCache:
         return plugin
 
 
-class WebhookClient:
-    """Two pooled clients (certificates verified or not, as each URL asks): httpx fixes
-    ``verify`` per client, not per request."""
-
-    def __init__(self, max_connections: int) -> None:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
-        self._clients = {verify: httpx.AsyncClient(limits=limits, verify=verify)
-                         for verify in (True, False)}
-
-    async def send(self, request: WebhookRequest, timeout_s: float) -> httpx.Response:
-        client = self._clients[request.verify]
-        return await client.request(
-            request.method, request.url, params=request.params or None,
-            headers=request.headers, content=request.content,
-            data=request.form or None, auth=request.auth,
-            follow_redirects=request.follow_redirects, timeout=timeout_s)
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+async def send(client: http11.Client, request: WebhookRequest,
+               timeout_s: float) -> http11.Response:
+    body = request.content if request.content is not None else b""
+    headers = dict(request.headers)
+    if request.form:
+        body = urlencode(request.form).encode()
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    return await client.request(request.method, request.url, params=request.params,
+                                headers=headers, body=body, auth=request.auth,
+                                verify=request.verify,
+                                follow_redirects=request.follow_redirects, timeout_s=timeout_s)
 
 
 class WebhookSender:
@@ -163,7 +149,7 @@ class WebhookSender:
 
     def __init__(self, max_connections: int) -> None:
         self.plugins = PluginCache()
-        self._client = WebhookClient(max_connections)
+        self._client = http11.Client(max_connections)
 
     async def send(self, channel: Channel, message: Message, timeout_s: float) -> SendOutcome:
         plugin = self.plugins.get(channel.url)
@@ -172,15 +158,15 @@ class WebhookSender:
                                permanent=True)
         request = build_request(plugin, message)
         try:
-            response = await self._client.send(request, timeout_s)
-        except httpx.TimeoutException:
+            response = await send(self._client, request, timeout_s)
+        except TimeoutError:
             return SendOutcome(False, f"no answer within {timeout_s:g}s")
-        except httpx.HTTPError as exc:
-            return SendOutcome(False, scrub(f"{type(exc).__name__}: {exc}", channel.url))
-        if 200 <= response.status_code < 300:
+        except http11.HTTPError as exc:
+            return SendOutcome(False, scrub(str(exc), channel.url))
+        if 200 <= response.status < 300:
             return SendOutcome(True)
-        answer = Answer(response.status_code, response.headers.get("Retry-After", ""))
-        return SendOutcome(False, f"HTTP {response.status_code} {response.reason_phrase}",
+        answer = Answer(response.status, response.headers.get("retry-after", ""))
+        return SendOutcome(False, f"HTTP {response.status} {response.reason}",
                            retry_after_s=retry_after_s([answer]))
 
     async def aclose(self) -> None:
