@@ -10,6 +10,7 @@ in delivery records and test outcomes were scrubbed of URL parts by ``notify.sen
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 import redis
 
+from notify import webhook
 from notify.policy import parse_digest_id
 from notify.records import delivery_log
 from notify.render import Message, format_ist
@@ -36,8 +38,8 @@ class NotFound(store.StoreError):
 
 
 def channel_test(r: redis.Redis, s: NotifySettings, name: str, only: str | None) -> bool:
-    """Send a test message to each of ``name``'s channels (or the one ``only``) through
-    ``notify.send``; prints one line per channel; True when every send was accepted."""
+    """Send a test message to each of ``name``'s channels (or the one ``only``) the way
+    alerts are sent; prints one line per channel; True when every send was accepted."""
     store.require_user(r, name)
     channels = [Channel(c["id"], c["url"], c["tag"]) for c in store.list_channels(r, name)]
     if only is not None:
@@ -47,20 +49,36 @@ def channel_test(r: redis.Redis, s: NotifySettings, name: str, only: str | None)
     if not channels:
         raise NotFound(f"user {name!r} has no channels: add one with `stormalert user channel`")
     warm_up()
-
-    def send(channel: Channel) -> SendOutcome:
-        message = Message(title="StormAlert test message",
-                          body=f"Test message for {name} on {channel.label()} "
-                               f"({channel.tag!r}). Alerts will reach you here.")
-        return send_blocking(channel, message, s.notify_send_timeout_s, s.notify_api_base)
-
-    # One thread per channel: a dead channel's timeout does not delay the others.
-    with ThreadPoolExecutor(len(channels)) as pool:
-        outcomes = list(pool.map(send, channels))
+    outcomes = asyncio.run(_send_each(channels, name, s))
     for channel, outcome in zip(channels, outcomes, strict=True):
         result = "ok" if outcome.ok else f"failed: {outcome.error}"
         print(f"{channel.label()} ({channel.tag}): {result}")
     return all(o.ok for o in outcomes)
+
+
+async def _send_each(channels: list[Channel], name: str,
+                     s: NotifySettings) -> list[SendOutcome]:
+    """One try per channel, all at once, by the path ``Deliverer`` takes: webhooks through
+    ``notify.webhook``, every other scheme through apprise in a thread of its own (a dead
+    channel's timeout does not delay the others)."""
+    webhooks = webhook.WebhookSender(len(channels))
+    loop = asyncio.get_running_loop()
+    timeout_s = s.notify_send_timeout_s
+
+    async def one(channel: Channel, pool: ThreadPoolExecutor) -> SendOutcome:
+        message = Message(title="StormAlert test message",
+                          body=f"Test message for {name} on {channel.label()} "
+                               f"({channel.tag!r}). Alerts will reach you here.")
+        if webhook.handles(channel.url):
+            return await webhooks.send(channel, message, timeout_s)
+        return await loop.run_in_executor(pool, send_blocking, channel, message, timeout_s,
+                                          s.notify_api_base)
+
+    try:
+        with ThreadPoolExecutor(len(channels)) as pool:
+            return list(await asyncio.gather(*(one(c, pool) for c in channels)))
+    finally:
+        await webhooks.aclose()
 
 
 # The delivery log ----------------------------------------------------------------------
