@@ -101,7 +101,10 @@ def _form_request(plugin: Any, message: Message) -> WebhookRequest:
 
 
 def _auth(plugin: Any) -> tuple[str, str] | None:
-    return (str(plugin.user), str(plugin.password or "")) if plugin.user else None
+    # A user without a password goes out as "user:None": apprise hands requests a None
+    # password, which requests turns into that string. Kept so a receiver set up against
+    # apprise's requests keeps accepting ours.
+    return (str(plugin.user), str(plugin.password)) if plugin.user else None
 
 
 def build_request(plugin: Any, message: Message) -> WebhookRequest:

@@ -31,6 +31,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer_port: int  # the client's port: one per connection
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -45,6 +46,7 @@ class Answer:
     body: bytes = OK_BODY
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
+    chunked: bool = False  # body framed by Transfer-Encoding: chunked, in two chunks
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ApiServer:
     # path prefix -> answers given in order to requests under it (then 200 OK_BODY)
     script: dict[str, list[Answer]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    idle_timeout_s: float | None = None
 
     @property
     def base(self) -> str:
@@ -87,6 +90,7 @@ class _Server(ThreadingHTTPServer):
 def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = api.idle_timeout_s  # a kept connection idle this long is closed
 
         def _any(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -94,16 +98,25 @@ def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
             with api.lock:
                 api.requests.append(Request(self.command, split.path,
                                             parse_qs(split.query, keep_blank_values=True),
-                                            dict(self.headers), body, time.monotonic()))
+                                            dict(self.headers), body, time.monotonic(),
+                                            self.client_address[1]))
             answer = api.answer_for(split.path)
             time.sleep(answer.delay_s)
             self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer.body)))
+            if answer.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(answer.body)))
             for name, value in answer.headers:
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(answer.body)
+            if not answer.chunked:
+                self.wfile.write(answer.body)
+                return
+            half = len(answer.body) // 2
+            for part in (answer.body[:half], answer.body[half:], b""):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
 
@@ -114,9 +127,9 @@ def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serving() -> Iterator[ApiServer]:
+def serving(idle_timeout_s: float | None = None) -> Iterator[ApiServer]:
     """An ApiServer on a free loopback port for the duration of the block."""
-    server_state = ApiServer()
+    server_state = ApiServer(idle_timeout_s=idle_timeout_s)
     server = _Server(("127.0.0.1", 0), _handler(server_state))
     server_state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
