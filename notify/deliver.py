@@ -6,9 +6,10 @@ Webhooks are sent on the event loop over pooled connections (``notify.webhook``)
 other scheme goes through apprise in our own thread pool. A 429 (Telegram's ``retry_after``,
 or a ``Retry-After`` header) counts as one failed try, like any failure, so a channel that
 keeps answering 429 is still given up after ``notify_max_tries``; but the next try waits at
-least the time asked for (capped at ``notify_retry_after_max_s``), and so does every other
-send on the same pacing keys (the chat and the bot), since the service throttles those, not
-the one message.
+least the time asked for (capped at ``notify_retry_after_max_s``), and so does every later
+send to the same chat or from the same sender number, since the service throttles those, not
+the one message. A Telegram bot's other chats are not held (the per-bot pacing keeps the bot
+under its own limit).
 
 ``Deliverer.deliver`` returns True when every channel is sent or given up (the alert may be
 acked) and False when Redis failed part-way (leave the alert pending; it comes back).

@@ -23,6 +23,9 @@ class Limit:
     key: str
     rate_per_s: float
     burst: float = 1.0  # bucket size: sends allowed at once after a quiet spell
+    # Whether a 429 on a send under this limit holds the whole key: yes for a chat or a
+    # sender number; not for a Telegram bot, whose other chats are not throttled with it.
+    held_by_429: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +91,9 @@ class Pacer:
         return waited_s
 
     def pause(self, limits: Sequence[Limit], seconds: float) -> None:
-        """Hold every later send on these limits for ``seconds`` from now."""
+        """Hold every later send on these limits (those ``held_by_429``) for ``seconds``."""
         now_s = self._clock()
-        for limit in limits:
+        for limit in (lim for lim in limits if lim.held_by_429):
             held = self._buckets.get(limit.key)
             self._buckets[limit.key] = (
                 pause(held[0] if held else None, now_s, now_s + seconds, limit), limit)

@@ -244,7 +244,9 @@ def pace_limits(plugin: Any, scheme: str, s: NotifySettings) -> list[Limit]:
         chats = [Limit(_key("tgram chat", plugin.bot_token, chat), s.notify_pace_tgram_chat_per_s)
                  for chat, _topic in plugin.targets]
         bot_rate = s.notify_pace_tgram_bot_per_s
-        return [*chats, Limit(_key("tgram bot", plugin.bot_token), bot_rate, max(bot_rate, 1))]
+        bot = Limit(_key("tgram bot", plugin.bot_token), bot_rate, max(bot_rate, 1),
+                    held_by_429=False)
+        return [*chats, bot]
     if scheme == "whatsapp":
         rate = s.notify_pace_whatsapp_number_per_s
         return [Limit(_key("whatsapp", plugin.from_phone_id), rate, max(rate, 1))]

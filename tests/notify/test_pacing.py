@@ -9,7 +9,7 @@ import pytest
 from notify.pacing import SWEEP_AT, Bucket, Limit, Pacer, is_full, pause, refill, reserve
 
 CHAT = Limit("chat", 1.0)  # 1/s, one at a time
-BOT = Limit("bot", 30.0, 30.0)  # 30/s, a second's worth at once
+BOT = Limit("bot", 30.0, 30.0, held_by_429=False)  # 30/s, a second's worth at once
 
 
 @pytest.mark.parametrize(("bucket", "now_s", "limit", "tokens", "wait_s"), [
@@ -32,7 +32,7 @@ def test_reserve(bucket: Bucket | None, now_s: float, limit: Limit, tokens: floa
 @pytest.mark.parametrize(("bucket", "until_s", "limit", "next_wait_s"), [
     (None, 110.0, CHAT, 10.0),  # a 429 with retry_after 10 on a quiet chat
     (Bucket(-20.0, 100.0), 110.0, CHAT, 21.0),  # a longer queue is not shortened
-    (None, 101.0, BOT, 1.0),  # the bot's whole burst is held too
+    (None, 101.0, BOT, 1.0),  # a held bot would hold its whole burst
     (None, 100.0, CHAT, 0.0),  # retry_after 0
 ])
 def test_pause_makes_the_next_booking_wait(bucket: Bucket | None, until_s: float,
@@ -91,9 +91,9 @@ def test_pause_holds_later_sends_on_the_key() -> None:
 
     async def main() -> list[float]:
         pacer.pause([CHAT, BOT], 7.0)
-        return [await pacer.wait([CHAT]), await pacer.wait([Limit("x", 1.0)])]
+        return [await pacer.wait([CHAT]), await pacer.wait([Limit("x", 1.0), BOT])]
 
-    assert asyncio.run(main()) == pytest.approx([7.0, 0.0])
+    assert asyncio.run(main()) == pytest.approx([7.0, 0.0])  # the bot itself is not held
 
 
 def test_full_buckets_are_forgotten() -> None:
