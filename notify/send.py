@@ -212,6 +212,20 @@ def warm_up() -> None:
     apprise.Apprise.instantiate("json://localhost")
 
 
+# WhatsApp's own message limit, used for WhatsApp over Twilio (Twilio allows 1,600).
+WHATSAPP_BODY_MAX = 1024
+
+
+def limits(plugin: Any, scheme: str) -> tuple[int, int]:
+    """Body and title limits of a channel: the plugin's, except that apprise's Twilio plugin
+    declares the SMS limit (160) for WhatsApp recipients too, where 1024 applies."""
+    body_max, title_max = int(plugin.body_maxlen), int(plugin.title_maxlen)
+    if scheme == "twilio" and plugin.targets and all(
+            mode == "W" for mode, _number in plugin.targets):
+        body_max = WHATSAPP_BODY_MAX
+    return body_max, title_max
+
+
 def send_blocking(channel: Channel, message: Message, timeout_s: float,
                   api_base: Mapping[str, str] | None = None) -> SendOutcome:
     """One attempt to deliver ``message`` on ``channel``. Blocks: run it in a thread."""
@@ -223,7 +237,7 @@ def send_blocking(channel: Channel, message: Message, timeout_s: float,
     plugin.socket_connect_timeout = timeout_s
     plugin.socket_read_timeout = timeout_s
     apply_api_base(plugin, channel.scheme, api_base or {})
-    fitted = fit(message, int(plugin.body_maxlen), int(plugin.title_maxlen))
+    fitted = fit(message, *limits(plugin, channel.scheme))
     with _WARNINGS.collect() as (problems, answers):
         ok = plugin.notify(body=fitted.body, title=fitted.title,
                            body_format=apprise.NotifyFormat.TEXT)
