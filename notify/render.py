@@ -1,4 +1,5 @@
-"""What an alert says: a title and a plain-text body, and fitting them to a channel's limit.
+"""What an alert says: a title, a plain-text body and the same body in HTML (for email), and
+fitting them to a channel's limit.
 
 Pure functions only (no clock, no I/O): ``render`` turns an Alert into a Message and ``fit``
 trims a Message to the limits a channel's apprise plugin declares.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from html import escape
 from urllib.parse import quote
 
 from proto.events import Alert
@@ -15,13 +17,24 @@ from proto.events import Alert
 # India has had no daylight saving since 1945, so a fixed offset is exact and needs no tzdata.
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
+# How each engine kind reads in a title ("NSE:INFY crossed above at 1523.40"); docs/RULES.md.
 KIND_LABELS = {
     "cross_above": "crossed above",
     "cross_below": "crossed below",
     "change_pct": "moved vs previous close",
     "trailing_pct": "trailing stop hit",
     "window_pct": "moved within window",
+    "above": "reached level",
+    "below": "fell to level",
+    "channel": "crossed channel bound",
+    "volume_spike": "volume spike",
+    "sma_cross": "SMA crossover",
+    "ema_cross": "EMA crossover",
+    "rsi": "RSI crossed threshold",
+    "orb": "opening-range breakout",
 }
+# Reference values that count shares, not rupees: shown whole, with thousands separators.
+VOLUME_REFS = frozenset({"window_volume", "baseline_avg"})
 
 ELLIPSIS = "…"
 
@@ -30,6 +43,7 @@ ELLIPSIS = "…"
 class Message:
     title: str
     body: str
+    html: str = ""  # the body as an HTML fragment, for channels that show HTML (email)
 
 
 def format_price(value: float) -> str:
@@ -40,7 +54,19 @@ def format_price(value: float) -> str:
 
 
 def format_ref(ref: dict[str, float]) -> str:
-    return ", ".join(f"{name}={format_price(value)}" for name, value in sorted(ref.items()))
+    return ", ".join(f"{name}={format_ref_value(name, value)}"
+                     for name, value in sorted(ref.items()))
+
+
+def format_ref_value(name: str, value: float) -> str:
+    if name in VOLUME_REFS:
+        return f"{value:,.0f}"
+    return format_price(value)
+
+
+def kind_label(kind: str) -> str:
+    """A plug-in kind without a label reads as its name in words (``gap_up``: "gap up")."""
+    return KIND_LABELS.get(kind) or kind.replace("_", " ").strip() or "alert"
 
 
 def format_ist(epoch_ms: int) -> str:
@@ -60,7 +86,7 @@ def alert_link(dashboard_url: str, alert_id: str) -> str:
 
 
 def render(alert: Alert, dashboard_url: str = "") -> Message:
-    label = KIND_LABELS.get(alert.kind, alert.kind)
+    label = kind_label(alert.kind)
     title = f"{alert.sym} {label} at {format_price(alert.ltp)}"
     lines = [
         f"{alert.sym}: {label} ({alert.kind})",
@@ -75,9 +101,20 @@ def render(alert: Alert, dashboard_url: str = "") -> Message:
     if latency_ms is not None:
         lines.append(f"Tick to alert: {latency_ms:.1f} ms")
     lines.append(f"Rule: {alert.rule}")
-    if dashboard_url:
-        lines.append(alert_link(dashboard_url, alert.id))
-    return Message(title=title, body="\n".join(lines))
+    link = alert_link(dashboard_url, alert.id) if dashboard_url else ""
+    if link:
+        lines.append(link)
+    return Message(title=title, body="\n".join(lines), html=render_html(lines, link))
+
+
+def render_html(lines: list[str], link: str) -> str:
+    """The body's lines as HTML: one line each, the link clickable. Written so that apprise's
+    HTML-to-text conversion (the email's plain part) gives back the plain body exactly."""
+    text = [escape(line) for line in (lines[:-1] if link else lines)]
+    out = f"<p>{'<br>'.join(text)}</p>"
+    if link:
+        out += f'<p><a href="{escape(link)}">{escape(link)}</a></p>'
+    return out
 
 
 def fit(message: Message, body_maxlen: int, title_maxlen: int) -> Message:
@@ -96,7 +133,10 @@ def fit(message: Message, body_maxlen: int, title_maxlen: int) -> Message:
         title = title[: title_maxlen - 1].rstrip() + ELLIPSIS
     if body_maxlen > 0 and wire_len(body) > body_maxlen:
         body = _trim_keeping_last_line(body, body_maxlen)
-    return Message(title=title, body=body)
+    # HTML is never cut (a cut tag breaks it): when too long it is left out and the plain
+    # body goes alone.
+    html = message.html if body_maxlen <= 0 or len(message.html) <= body_maxlen else ""
+    return Message(title=title, body=body, html=html)
 
 
 def wire_len(text: str) -> int:

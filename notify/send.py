@@ -212,6 +212,8 @@ def warm_up() -> None:
     apprise.Apprise.instantiate("json://localhost")
 
 
+# Channels sent the HTML rendering (with a plain-text alternative).
+HTML_SCHEMES = frozenset({"mailto", "mailtos"})
 # WhatsApp's own message limit, used for WhatsApp over Twilio (Twilio allows 1,600).
 WHATSAPP_BODY_MAX = 1024
 
@@ -238,9 +240,12 @@ def send_blocking(channel: Channel, message: Message, timeout_s: float,
     plugin.socket_read_timeout = timeout_s
     apply_api_base(plugin, channel.scheme, api_base or {})
     fitted = fit(message, *limits(plugin, channel.scheme))
+    body, body_format = fitted.body, apprise.NotifyFormat.TEXT
+    if fitted.html and channel.scheme in HTML_SCHEMES:
+        # Apprise mails HTML as multipart/alternative, its plain part converted from it.
+        body, body_format = fitted.html, apprise.NotifyFormat.HTML
     with _WARNINGS.collect() as (problems, answers):
-        ok = plugin.notify(body=fitted.body, title=fitted.title,
-                           body_format=apprise.NotifyFormat.TEXT)
+        ok = plugin.notify(body=body, title=fitted.title, body_format=body_format)
     if ok:
         return SendOutcome(True)
     reason = "; ".join(dict.fromkeys(problems)) or "apprise reported failure"

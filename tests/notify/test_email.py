@@ -1,5 +1,5 @@
 """Email through apprise's mailto:// plugin to a real SMTP server (aiosmtpd) on loopback,
-with SMTP AUTH, driven by the notifier subprocess."""
+with SMTP AUTH, driven by the notifier subprocess: HTML with a plain-text alternative."""
 
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_email_is_sent_once_as_plain_text(r: redis.Redis, smtp: tuple[Inbox, int],
-                                          notifier: Callable[..., NotifierProc]) -> None:
+def test_email_is_sent_once_as_html_with_a_plain_text_part(
+        r: redis.Redis, smtp: tuple[Inbox, int], notifier: Callable[..., NotifierProc]) -> None:
     inbox, port = smtp
     url = (f"mailto://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{port}"
-           "?from=alerts@example.com&to=priya@example.com")
+           "?from=alerts@example.com&to=priya@example.com&name=StormAlert")
     [cid] = make_user(r, "priya", {url: "mail"}).values()
-    first = make_alert("priya", channels=["mail"], sym="NSE:NIFTY 50", ltp=24350.15)
+    first = make_alert("priya", channels=["mail"], sym="NSE:NIFTY 50", ltp=24350.15,
+                       msg="crossed above 24,300 <b>& held</b>")
     second = make_alert("priya", channels=["mail"], kind="cross_below")
     proc = notifier()
     publish(r, first)
@@ -84,8 +85,19 @@ def test_email_is_sent_once_as_plain_text(r: redis.Redis, smtp: tuple[Inbox, int
     assert mail_from == "alerts@example.com"
     assert rcpt_tos == ["priya@example.com"]
     assert message["To"] == "priya@example.com"
-    assert message.get_content_type() == "text/plain"
-    assert message.get_content().replace("\r\n", "\n").strip() == expected.body
+    assert message["From"] == "StormAlert <alerts@example.com>"
+    assert message["Subject"] == "NSE:NIFTY 50 crossed above at 24350.15"
+    assert message["Date"] and message["Message-ID"]
+    assert message.get_content_type() == "multipart/alternative"
+    plain, html = message.iter_parts()  # type: ignore[misc]
+    assert plain.get_content_type() == "text/plain"
+    assert plain.get_content().replace("\r\n", "\n").strip() == expected.body
+    assert html.get_content_type() == "text/html"
+    markup = html.get_content()
+    assert "Why: crossed above 24,300 &lt;b&gt;&amp; held&lt;/b&gt;" in markup
+    assert "<b>& held" not in markup
+    link = f"http://dash.example/alerts/{first.id}"
+    assert f'<a href="{link}">{link}</a>' in markup
     assert render(second, "http://dash.example").title in by_subject
 
     assert proc.stop() == 0

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import apprise
 import pytest
+from apprise import NotifyFormat
+from apprise.conversion import convert_between
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notify.render import ELLIPSIS, Message, fit, format_ist, format_price, render, wire_len
+from notify.render import (
+    ELLIPSIS,
+    KIND_LABELS,
+    Message,
+    fit,
+    format_ist,
+    format_price,
+    render,
+    wire_len,
+)
 from proto.events import Alert
 
 # 2024-11-22 04:15:03.250 UTC is 09:45:03.250 in India (UTC+05:30).
@@ -64,8 +75,54 @@ def test_no_link_without_dashboard_and_no_latency_without_receive_time() -> None
     assert "Reference:" not in m.body
 
 
-def test_unknown_kind_is_shown_as_is() -> None:
-    assert render(alert(kind="rsi_cross")).title.startswith("NSE:INFY rsi_cross at")
+ENGINE_KINDS = ("cross_above", "cross_below", "change_pct", "trailing_pct", "window_pct",
+                "above", "below", "channel", "volume_spike", "sma_cross", "ema_cross", "rsi",
+                "orb")
+
+
+def test_every_engine_kind_has_a_label() -> None:
+    assert set(KIND_LABELS) == set(ENGINE_KINDS)
+    for kind in ENGINE_KINDS:
+        m = render(alert(kind=kind))
+        assert m.title == f"NSE:INFY {KIND_LABELS[kind]} at 1523.40"
+        assert m.body.splitlines()[0] == f"NSE:INFY: {KIND_LABELS[kind]} ({kind})"
+
+
+@pytest.mark.parametrize(("kind", "label"), [
+    ("gap_up", "gap up"), ("rsi_cross", "rsi cross"), ("vwap", "vwap"), ("_", "alert"),
+])
+def test_a_plug_in_kind_reads_as_its_name_in_words(kind: str, label: str) -> None:
+    m = render(alert(kind=kind))
+    assert m.title == f"NSE:INFY {label} at 1523.40"
+    assert f"({kind})" in m.body
+
+
+def test_volumes_are_whole_numbers() -> None:
+    m = render(alert(kind="volume_spike", ref={"window_volume": 1_250_000.0,
+                                               "baseline_avg": 83_333.33}))
+    assert "Reference: baseline_avg=83,333, window_volume=1,250,000" in m.body
+
+
+def test_html_is_the_body_escaped_with_the_link_clickable() -> None:
+    m = render(alert(msg="<script>alert(1)</script> & more"), "https://dash.example")
+    assert m.html.startswith("<p>NSE:INFY: crossed above (cross_above)<br>Price: 1523.40<br>")
+    assert "Why: &lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in m.html
+    link = "https://dash.example/alerts/r7:1732248903250-0:0"
+    assert m.html.endswith(f'<p><a href="{link}">{link}</a></p>')
+    assert "<a" not in render(alert()).html  # no dashboard, no link
+
+
+def test_apprise_turns_the_html_back_into_the_plain_body() -> None:
+    """The email's plain part is apprise's conversion of our HTML: it must read as ours."""
+    for over in ({}, {"msg": "a < b & c > d \"q\""}, {"msg": "", "ref": {}, "rx": 0}):
+        m = render(alert(**over), "https://dash.example")
+        assert convert_between(NotifyFormat.HTML, NotifyFormat.TEXT, m.html) == m.body
+
+
+def test_html_too_long_for_a_channel_is_left_out() -> None:
+    m = render(alert(), "https://dash.example")
+    assert fit(m, 32768, 250).html == m.html
+    assert fit(m, len(m.html) - 1, 250).html == ""
 
 
 @pytest.mark.parametrize(("url", "limit"), [
