@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.kinds import Evaluator, Ref, Run, describe, make_evaluator, run_for
-from engine.kinds.runs import can_fire
+from engine.kinds.runs import can_fire, quiet_from
 from engine.session import Session
 from proto.rules import Rule
 
@@ -24,7 +24,7 @@ class Armed:
 
     __slots__ = ("_dirty", "_seen", "cooldown_ms", "done", "evaluator", "expires_at",
                  "fingerprint", "last_fire_t", "market_hours", "once", "params", "per_bar",
-                 "rule", "run", "seq")
+                 "pos", "rule", "run", "seq")
 
     def __init__(self, rule: Rule, seq: int = 0) -> None:
         self.rule = rule
@@ -39,6 +39,7 @@ class Armed:
         self.last_fire_t: int | None = None
         self.done = False
         self.run: Run | None = None  # the book's group this rule is evaluated in
+        self.pos = 0  # its place in run.arms
         self._seen = 0  # the run's tick count when dirty was last cleared
         self._dirty = False
         self.fingerprint = ""  # of the rule's JSON, computed once by the checkpoint
@@ -58,10 +59,10 @@ class Armed:
         if not value and self.run is not None:
             self._seen = self.run.ticks
 
-    def attach(self, run: Run | None) -> None:
+    def attach(self, run: Run | None, pos: int = 0) -> None:
         """Move to another run (or none, when the rule leaves the book), keeping ``dirty``."""
         self._dirty = self.dirty
-        self.run = run
+        self.run, self.pos = run, pos
         self._seen = run.ticks if run is not None else 0
 
     def on_tick(self, p: float, t: int, pc: float | None, vol: int) -> Ref | None:
@@ -214,8 +215,11 @@ class Book:
                 continue  # suppressed: changes no state
             try:
                 armed.evaluator.fired(p, t)
-                armed.dirty = True
+                armed._dirty = True
                 armed.last_fire_t = t
+                run = armed.run
+                if run is not None:
+                    run.quiet[armed.pos] = quiet_from(armed)
                 if armed.once:
                     armed.done = True
                     self._finished.append(armed)

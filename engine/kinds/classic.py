@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from engine.kinds.runs import Fail, Hits, Run, can_fire
+from engine.kinds.runs import Fail, Hits, Run
 from proto.rulekinds import API_VERSION, Ref, RuleKind
 from proto.rulekinds.builtin import (
     ChangePctParams,
@@ -164,11 +164,12 @@ class CrossAboveRun(Run):
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 prev = ev.prev
                 ev.prev = p
-                if prev is not None and prev < ev.level <= p and can_fire(self.arms[i], t):
+                if prev is not None and prev < ev.level <= p and t >= quiet[i]:
                     hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
             except Exception:  # e.g. a state restored from a damaged checkpoint
                 fail(self.arms[i])
@@ -180,11 +181,12 @@ class CrossBelowRun(Run):
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 prev = ev.prev
                 ev.prev = p
-                if prev is not None and prev > ev.level >= p and can_fire(self.arms[i], t):
+                if prev is not None and prev > ev.level >= p and t >= quiet[i]:
                     hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
             except Exception:
                 fail(self.arms[i])
@@ -199,10 +201,11 @@ class ChangePctRun(Run):
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         if not pc:
             return False
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 if ((ev.up and p >= pc * (1 + ev.pct / 100)) or (
-                        ev.down and p <= pc * (1 - ev.pct / 100))) and can_fire(self.arms[i], t):
+                        ev.down and p <= pc * (1 - ev.pct / 100))) and t >= quiet[i]:
                     hits.append((self.arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
             except Exception:
                 fail(self.arms[i])
@@ -214,12 +217,13 @@ class TrailingDownRun(Run):
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 peak = ev.peak
                 if peak is None or p > peak:
                     ev.peak = peak = p
-                if p <= peak * (1 - ev.pct / 100) and can_fire(self.arms[i], t):
+                if p <= peak * (1 - ev.pct / 100) and t >= quiet[i]:
                     hits.append((self.arms[i], {"peak": peak}))
             except Exception:
                 fail(self.arms[i])
@@ -231,13 +235,48 @@ class TrailingUpRun(Run):
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 trough = ev.trough
                 if trough is None or p < trough:
                     ev.trough = trough = p
-                if p >= trough * (1 + ev.pct / 100) and can_fire(self.arms[i], t):
+                if p >= trough * (1 + ev.pct / 100) and t >= quiet[i]:
                     hits.append((self.arms[i], {"trough": trough}))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+class WindowPctRun(Run):
+    """``WindowPct.step`` over one symbol's window rules. The tick's ``(t, p)`` is one tuple
+    appended to every rule's deques (equal values, so the same state), not two per rule:
+    fewer allocations, and the deques' ends, read by every rule, stay in the CPU's cache."""
+
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        tick = (t, p)
+        quiet = self.quiet
+        for i, ev in enumerate(self.evs):
+            try:
+                lows, highs = ev.lows, ev.highs
+                while lows and lows[-1][1] >= p:
+                    lows.pop()
+                lows.append(tick)
+                while highs and highs[-1][1] <= p:
+                    highs.pop()
+                highs.append(tick)
+                oldest = t - ev.span_ms
+                while lows[0][0] < oldest:
+                    lows.popleft()
+                while highs[0][0] < oldest:
+                    highs.popleft()
+                low, high = lows[0][1], highs[0][1]
+                if ((ev.up and p >= low * (1 + ev.pct / 100)) or (
+                        ev.down and p <= high * (1 - ev.pct / 100))) and t >= quiet[i]:
+                    hits.append((self.arms[i], {"window_low": low, "window_high": high}))
             except Exception:
                 fail(self.arms[i])
         return False
@@ -245,7 +284,7 @@ class TrailingUpRun(Run):
 
 RUNS: dict[type, Callable[[list[Any]], Run]] = {
     CrossAbove: CrossAboveRun, CrossBelow: CrossBelowRun, ChangePct: ChangePctRun,
-    TrailingDown: TrailingDownRun, TrailingUp: TrailingUpRun}
+    TrailingDown: TrailingDownRun, TrailingUp: TrailingUpRun, WindowPct: WindowPctRun}
 
 
 def _trailing(p: TrailingPctParams) -> TrailingDown | TrailingUp:

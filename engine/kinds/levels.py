@@ -88,6 +88,7 @@ class ChannelRun(Run):
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 prev = ev.prev
@@ -98,7 +99,7 @@ class ChannelRun(Run):
                 was = low <= prev <= high
                 inside = low <= p <= high
                 if ((inside and not was and ev.enter) or (was and not inside and ev.exit)) \
-                        and can_fire(self.arms[i], t):
+                        and t >= quiet[i]:
                     hits.append((self.arms[i], {"low": low, "high": high, "prev": prev}))
             except Exception:
                 fail(self.arms[i])

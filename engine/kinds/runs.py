@@ -16,6 +16,7 @@ in their module, registered in ``engine.kinds.RUNS`` under their exact evaluator
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,18 +28,32 @@ Fail = Callable[[Any], None]  # called inside the except block: disables the rul
 
 def can_fire(armed: Any, t: int) -> bool:
     """Whether a firing of this rule at ``t`` is not suppressed (cooldown, once per bar).
-    Runs ask before building a hit (a held condition under cooldown is common: a stock up 3%
-    stays up for hours); the book asks again, as it must for every kind. No side effects."""
+    The book asks for every hit; runs ask (or test ``quiet_from``'s number) before they build
+    one, as a condition held under cooldown is common (a stock up 3% stays up for hours)."""
     last = armed.last_fire_t
     return last is None or not (t < last + armed.cooldown_ms or (
         armed.per_bar and t // 60_000 == last // 60_000))
+
+
+def quiet_from(armed: Any) -> float:
+    """The time from which ``can_fire`` holds: ``can_fire(armed, t) == (t >= quiet_from(armed))``
+    for every t. As ``cooldown_ms >= 0``, a t before the last firing is in the cooldown, so
+    "same minute as the last firing" reduces to "before the next minute starts"; and
+    ``last + cooldown_ms`` is the very float ``can_fire`` compares with."""
+    last = armed.last_fire_t
+    if last is None:
+        return -math.inf
+    until: float = last + armed.cooldown_ms
+    if armed.per_bar:
+        until = max(until, (last // 60_000 + 1) * 60_000)
+    return until
 
 
 class Run:
     """The base run: armed rules and their evaluators (in parallel, so that a loop needs no
     attribute read to find the evaluator), evaluated through the evaluator's ``step``."""
 
-    __slots__ = ("arms", "evs", "market_hours", "ticks")
+    __slots__ = ("arms", "evs", "market_hours", "quiet", "ticks")
 
     def __init__(self, arms: list[Any]) -> None:
         # Tuples: the pointers sit in the object itself, one memory read fewer than a list
@@ -49,19 +64,23 @@ class Run:
         self.evs = tuple(armed.evaluator for armed in arms)
         self.market_hours: bool = arms[0].market_hours
         self.ticks = 0  # ticks evaluated: ``Armed.dirty`` compares it with its own mark
-        for armed in arms:
-            armed.attach(self)
+        # quiet[i]: from when rule i may fire again (cooldown, once per bar), kept by the
+        # book at each firing (``Armed.pos`` is i), so a run tests one number per hit.
+        self.quiet = [quiet_from(armed) for armed in arms]
+        for pos, armed in enumerate(arms):
+            armed.attach(self, pos)
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         """Evaluate every rule at this tick; True when ``settle`` must follow the firings."""
         self.ticks += 1
+        quiet = self.quiet
         for i, ev in enumerate(self.evs):
             try:
                 ref = ev.step(p, t, pc, vol)
             except Exception:  # a rule's own failure: it is disabled, the others carry on
                 fail(self.arms[i])
                 continue
-            if ref is not None and can_fire(self.arms[i], t):
+            if ref is not None and t >= quiet[i]:
                 hits.append((self.arms[i], ref))
         return False
 

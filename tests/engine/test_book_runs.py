@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from engine.book import Armed, Book, Firing
 from engine.kinds import describe
+from engine.kinds.runs import can_fire, quiet_from
 from proto.rules import Rule, parse_rule
 
 SYMBOLS = ("NSE:A", "NSE:B")
@@ -207,3 +208,17 @@ def test_level_index_with_many_rules_on_one_symbol(levels, moves) -> None:
         for i, (kind, level, rearm_pct, cooldown_s) in enumerate(levels)]
     ops += [("tick", SYMBOLS[0], move, dt, None, 0) for move, dt in moves]
     run_both(ops)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.none(), st.integers(0, 10**13)), st.integers(-10**6, 10**6),
+       st.sampled_from([0, 0.001, 0.5, 1, 2.5, 59.999, 60, 61, 3600]), st.booleans())
+def test_quiet_from_agrees_with_can_fire(last, dt, cooldown_s, per_bar) -> None:
+    """The one number the runs test stands for the book's cooldown and once-per-bar test."""
+    armed = Armed(parse_rule({"id": "q", "symbol": SYMBOLS[0], "kind": "cross_above",
+                              "params": {"level": 100}, "cooldown_s": cooldown_s,
+                              "frequency": "once_per_bar" if per_bar else "every"}))
+    armed.last_fire_t = last
+    for t in {(last or 0) + dt, (last or 0) + dt // 1000 * 1000, (last or 0) // 60_000 * 60_000,
+              (last or 0) // 60_000 * 60_000 + 60_000, (last or 0) + int(cooldown_s * 1000)}:
+        assert can_fire(armed, t) == (t >= quiet_from(armed)), t
