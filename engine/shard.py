@@ -50,6 +50,9 @@ class EngineSettings(BaseSettings):
     # Write checkpoints from a forked child (off the hot path); False writes them inline.
     engine_checkpoint_fork: bool = True
     engine_checkpoint_timeout_s: float = 60.0  # a child writing longer is killed
+    # At most this share of a core for checkpoint children: on a small machine the child
+    # takes CPU from the shards (50k rules: ~0.6 s CPU), so expensive checkpoints space out.
+    engine_checkpoint_max_cpu_share: float = 0.1
     # Exchange holidays (YYYY-MM-DD, a JSON list in the environment) for market-hours rules.
     engine_holidays: tuple[date, ...] = ()
 
@@ -174,6 +177,8 @@ class Shard:
             self.rt.stats.inc("checkpoints")
             self.rt.stats.gauges["checkpoint_ms"] = round(self.ckpt.child_ms, 1)
             self.rt.stats.gauges["checkpoint_cpu_ms"] = round(self.ckpt.child_cpu_ms, 1)
+            gap_s = self.ckpt.child_cpu_ms / 1000 / self.s.engine_checkpoint_max_cpu_share
+            self._next_checkpoint = max(self._next_checkpoint, self.ckpt.started + gap_s)
         else:
             self.rt.stats.inc("checkpoint_failures")
             self._unacked.extend(acks)

@@ -182,8 +182,10 @@ def checkpoint_figures(r: redis.Redis, shards: int) -> str:
         out.append(f"engine-{i}: {c.get('checkpoints', 0)} written, "
                    f"{c.get('checkpoint_failures', 0)} failed, fork pause "
                    f"max {b.get('checkpoint_fork_max_ms', '-')} ms "
-                   f"last {b.get('checkpoint_fork_ms', '-')} ms, child "
-                   f"{b.get('checkpoint_ms', '-')} ms, peak rss {b.get('rss_mb', '-')} MB")
+                   f"last {b.get('checkpoint_fork_ms', '-')} ms "
+                   f"(CPU {b.get('checkpoint_fork_cpu_ms', '-')} ms), child "
+                   f"{b.get('checkpoint_ms', '-')} ms (CPU {b.get('checkpoint_cpu_ms', '-')} ms), "
+                   f"peak rss {b.get('rss_mb', '-')} MB")
     return "; ".join(out)
 
 

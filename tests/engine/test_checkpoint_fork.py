@@ -246,3 +246,19 @@ def test_with_other_threads_alive_the_checkpoint_is_written_inline(world, redis_
     doc = saved_state(redis_url)
     assert doc is not None and set(doc["rules"]) == set(shard.book.by_id) and ids
 
+
+
+def test_expensive_checkpoints_are_spaced_out(world, redis_url):
+    shard = new_shard(redis_url, engine_checkpoint_s=0.0, engine_checkpoint_max_cpu_share=0.001)
+    shard.start()
+    feed(world, make_entries(50, 10))
+    drain(shard)
+    shard.housekeeping()
+    assert shard.ckpt.child is not None
+    shard.reap_checkpoint(block=True)
+    cpu_s = shard.ckpt.child_cpu_ms / 1000
+    assert cpu_s > 0
+    assert shard._next_checkpoint >= shard.ckpt.started + cpu_s / 0.001 - 1e-6
+    shard.housekeeping()  # due by engine_checkpoint_s, not by the CPU share
+    assert shard.ckpt.child is None
+    assert shard.rt.stats.counters["checkpoint_forks"] == 1
