@@ -1,6 +1,6 @@
-"""The Kite ticker connection lifecycle: connect with the current access token, subscribe per
-mode group, read frames into the writer, watch for heartbeat silence, reconnect with capped
-exponential backoff and jitter, and resubscribe.
+"""The Kite ticker connection: connect with the current access token (in the URL), subscribe
+per mode group, read frames into the writer, and change subscriptions on the live socket.
+The lifecycle (watchdog, reconnect with backoff, resubscribe) is ``ingest.feed_connection``'s.
 
 A 403 on the handshake means Kite refused the access token: the connection hands the token
 back to ``AccessTokens`` (the feed becomes ``needs_login``) and waits for a new one instead of
@@ -13,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlencode
 
 import orjson
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from ingest import kite
 from ingest.backoff import ConnectionPolicy
+from ingest.feed_connection import (
+    MAX_LOGGED_DECODE_ERRORS,
+    ConnectFailed,
+    FeedConnection,
+    TokenRefusal,
+)
 from ingest.feed_status import FeedStatus
 from ingest.kite_plan import change_messages, subscribe_messages
 from ingest.kite_text import KiteTextError, describe_order, parse_text
@@ -36,13 +41,8 @@ ws_log = logging.getLogger("stormalert.ingest.ws")
 ws_log.setLevel(logging.INFO)
 
 USER_AGENT = "stormalert-ingest"
-MAX_LOGGED_DECODE_ERRORS = 20
 TOKEN_REFUSED = 403
 MAX_REASON = 200
-
-
-class HeartbeatSilence(Exception):
-    """No frame, not even a heartbeat, for longer than the watchdog allows."""
 
 
 def socket_url(ws_url: str, api_key: str, access_token: str) -> str:
@@ -50,24 +50,17 @@ def socket_url(ws_url: str, api_key: str, access_token: str) -> str:
     return f"{ws_url}{sep}{urlencode({'api_key': api_key, 'access_token': access_token})}"
 
 
-class KiteConnection:
+class KiteConnection(FeedConnection):
     """One ticker WebSocket carrying up to 3000 tokens; ``run`` keeps it up until cancelled."""
 
     def __init__(self, name: str, ws_url: str, api_key: str, subscriptions: Mapping[int, str],
                  symbols: Mapping[int, str], writer: TickWriter, stats: Stats,
                  tokens: AccessTokens, status: FeedStatus, policy: ConnectionPolicy) -> None:
-        self.name = name
+        super().__init__(name, writer, stats, tokens, status, policy)
         self._url = ws_url
         self._api_key = api_key
         self._subs = dict(subscriptions)
         self._symbols = symbols
-        self._writer = writer
-        self._stats = stats
-        self._tokens = tokens
-        self._status = status
-        self._policy = policy
-        self._ws: ClientConnection | None = None
-        self._last_frame: float | None = None  # monotonic time of the last binary frame
 
     @property
     def subscriptions(self) -> dict[int, str]:
@@ -76,45 +69,9 @@ class KiteConnection:
     async def update(self, subscriptions: Mapping[int, str]) -> None:
         """New subscriptions: sent at once when connected, else on the next connect."""
         old, self._subs = self._subs, dict(subscriptions)
-        ws = self._ws
-        if ws is None:
-            return
-        self._gauge("subscribed", len(self._subs) - len(old))
-        try:
-            for message in change_messages(old, self._subs):
-                await ws.send(message)
-        except ConnectionClosed:
-            pass  # the reconnect subscribes everything anyway
-
-    async def run(self) -> None:
-        attempt = 0
-        while True:
-            token = await self._tokens.usable()
-            started = time.monotonic()
-            try:
-                failure = await self._connect(token)
-            except InvalidStatus as exc:
-                if exc.response.status_code == TOKEN_REFUSED:
-                    await self._tokens.refuse(token, f"ticker refused the access token: HTTP "
-                                                     f"403 {refusal_text(exc)}".rstrip())
-                    attempt = 0
-                    continue
-                failure = f"server refused the connection: HTTP {exc.response.status_code}"
-            except HeartbeatSilence:
-                self._stats.inc("silences")
-                failure = f"no data for {self._policy.silence_s:g} s"
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                failure = f"connection lost: {describe(exc)}"
-            if failure is None:  # the token reached its daily expiry
-                await self._tokens.expire(token)
-                attempt = 0
-                continue
-            log.warning("%s: %s", self.name, failure)
-            await self._status.down(self.name, failure)
-            attempt = await self._policy.pause(self.name, attempt, started, self._stats)
+        await self._change(len(old), change_messages(old, self._subs))
 
     async def _connect(self, token: AccessToken) -> str | None:
-        """One session; returns None when the token's expiry ended it (errors raise)."""
         deadline = None
         if token.expires_at is not None:
             loop = asyncio.get_running_loop()
@@ -131,70 +88,38 @@ class KiteConnection:
             if window.expired():
                 return None
             raise
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            if code == TOKEN_REFUSED:
+                raise TokenRefusal(f"ticker refused the access token: HTTP 403 "
+                                   f"{refusal_text(exc)}".rstrip()) from None
+            raise ConnectFailed(f"server refused the connection: HTTP {code}") from None
         return "server ended the session"
 
-    async def _session(self, ws: ClientConnection) -> None:
-        subs = self._subs
-        for message in subscribe_messages(subs):
-            await ws.send(message)
-        self._ws = ws
-        self._gauge("connected", 1)
-        self._gauge("subscribed", len(subs))
-        await self._status.up(self.name)
-        log.info("%s: connected, subscribed %d tokens (%s)", self.name, len(subs),
-                 ", ".join(f"{n} {mode}" for mode, n in mode_counts(subs).items()) or "none")
+    def _subscribe_messages(self) -> Iterable[str]:
+        return subscribe_messages(self._subs)
+
+    def _subscribed(self) -> int:
+        return len(self._subs)
+
+    def _describe_subscriptions(self) -> str:
+        modes = ", ".join(f"{n} {mode}" for mode, n in mode_counts(self._subs).items())
+        return f"subscribed {len(self._subs)} tokens ({modes or 'none'})"
+
+    async def _frame(self, message: bytes, recv_us: int) -> None:
         try:
-            await self._read(ws)
-        finally:
-            self._ws = None
-            self._gauge("connected", -1)
-            self._gauge("subscribed", -len(self._subs))
-
-    async def _read(self, ws: ClientConnection) -> None:
-        stats, writer, symbols = self._stats, self._writer, self._symbols
-        first = True
-        while True:
-            try:
-                async with asyncio.timeout(self._policy.silence_s):
-                    message = await ws.recv()
-            except TimeoutError:
-                ws.transport.abort()  # dead: no close handshake to wait for
-                raise HeartbeatSilence from None
-            recv_us = time.time_ns() // 1000
-            if isinstance(message, str):
-                self._text(message)
-                continue
-            if first:
-                first = False
-                self._count_gap()
-            self._last_frame = time.monotonic()
-            stats.inc("frames")
-            try:
-                ticks, skipped = kite.decode_counting(message, recv_us, symbols)
-            except kite.KiteDecodeError as exc:
-                stats.inc("decode_errors")
-                if stats.counters["decode_errors"] <= MAX_LOGGED_DECODE_ERRORS:
-                    log.warning("%s: dropped a %d-byte frame: %s", self.name, len(message), exc)
-                continue
-            if skipped:
-                stats.inc("skipped_packets", skipped)
-            if ticks:
-                stats.inc("ticks", len(ticks))
-                writer.offer(ticks)
-
-    def _count_gap(self) -> None:
-        """After a reconnect: how long the feed was without data."""
-        if self._last_frame is None:
+            ticks, skipped = kite.decode_counting(message, recv_us, self._symbols)
+        except kite.KiteDecodeError as exc:
+            self._decode_error(len(message), exc)
             return
-        gap_ms = round((time.monotonic() - self._last_frame) * 1000)
-        self._stats.inc("gaps")
-        self._stats.inc("gap_ms", gap_ms)
-        gauges = self._stats.gauges
-        gauges["last_gap_ms"] = gap_ms
-        gauges["max_gap_ms"] = max(gauges.get("max_gap_ms", 0), gap_ms)
-        log.info("%s: data again after a %d ms gap", self.name, gap_ms)
+        stats = self._stats
+        if skipped:
+            stats.inc("skipped_packets", skipped)
+        if ticks:
+            stats.inc("ticks", len(ticks))
+            self._writer.offer(ticks)
 
-    def _text(self, message: str) -> None:
+    async def _text(self, message: str, recv_us: int) -> None:
         stats = self._stats
         try:
             parsed = parse_text(message)
@@ -210,10 +135,6 @@ class KiteConnection:
             log.warning("%s: server error: %.300s", self.name, parsed.data)
         else:
             log.info("%s: server %s: %.300s", self.name, parsed.kind, parsed.data)
-
-    def _gauge(self, name: str, delta: int) -> None:
-        gauges = self._stats.gauges
-        gauges[name] = gauges.get(name, 0) + delta
 
 
 def mode_counts(subs: Mapping[int, str]) -> dict[str, int]:
@@ -231,10 +152,3 @@ def refusal_text(exc: InvalidStatus) -> str:
     except (ValueError, AttributeError):
         message = body
     return str(message)[:MAX_REASON]
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, websockets.WebSocketException):
-        return text
-    return f"{type(exc).__name__}: {text}"
