@@ -40,7 +40,10 @@ def test_kill_9_in_a_burst_of_1000_alerts(r: redis.Redis, webhook: Webhook,
         for alert in alerts:
             pipe.xadd(keys.ALERTS, alert.to_fields())  # type: ignore[arg-type]
         pipe.execute()
-    env = {"STORMALERT_NOTIFY_MAX_PER_MINUTE": "0"}  # this is about delivery, not storms
+    # About delivery, not storms. A try that times out may still have arrived, and is sent
+    # again: that is the at-least-once edge too, so the timeout is long enough for the
+    # receiver to keep up on a loaded two-core machine (2 s was not, every few runs).
+    env = {"STORMALERT_NOTIFY_MAX_PER_MINUTE": "0", "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "10"}
     first = notifier(**env)
     kill_at_the_gate(webhook, first, after_hits=BURST // 2)
     before_restart = len(webhook.hits)
@@ -51,7 +54,10 @@ def test_kill_9_in_a_burst_of_1000_alerts(r: redis.Redis, webhook: Webhook,
 
     everyone = Counter(a.id for a in alerts)
     for prefix in ("/gate/one", "/gate/two"):
-        assert answered(webhook, prefix) == everyone
+        twice = [i for i, n in answered(webhook, prefix).items() if n > 1]
+        logs = first.log() + second.log()
+        assert answered(webhook, prefix) == everyone, [
+            line for line in logs.splitlines() if any(i in line for i in twice[:3])]
     held = [h.alert_id() for h in webhook.hits if h.held]
     assert held  # sends were in flight at the kill
     with r.pipeline(transaction=False) as pipe:

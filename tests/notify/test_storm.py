@@ -118,12 +118,13 @@ def test_kill_during_a_storm_loses_nothing_and_sends_nothing_twice(
              for m in (5, 4, 3, 2) for i in range(100)]
     for alert in storm:
         publish(r, alert)
-    first = notifier(**GRACE)
+    env = {**GRACE, "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "6"}  # see test_burst
+    first = notifier(**env)
     kill_at_the_gate(webhook, first, after_hits=8)  # alerts sent alone in flight
-    second = notifier(**GRACE)
+    second = notifier(**env)
     kill_at_the_gate(webhook, second, held=lambda hit: hit.alert_id().startswith("digest:"))
     assert r.zcard(keys.DIGESTS_DUE) > 0
-    third = notifier(**GRACE)
+    third = notifier(**env)
     wait_until(lambda: settled(r), timeout_s=60, what="everything delivered after restarts")
     time.sleep(0.5)
 
