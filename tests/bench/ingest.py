@@ -182,6 +182,10 @@ def main(argv: list[str]) -> int:
             deadline = time.monotonic() + 30
             while not beat(r, "ingest-sim").get("connected") and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if not beat(r, "ingest-sim").get("connected"):
+                tail = (Path(tmp) / "ingest.log").read_text(errors="replace")[-3000:]
+                print(f"ingest did not connect within 30 s; its log ends:\n{tail}")
+                return 1
             time.sleep(3.0)
             assert server.proc is not None
             others_cpu0 = [cpu_seconds(pid) for pid in (sim.pid, server.proc.pid)]
