@@ -24,6 +24,7 @@ DAY_MS = 24 * 60 * MINUTE_MS
 IST_OFFSET_MS = (5 * 60 + 30) * MINUTE_MS
 DIGEST_KIND = "digest"
 DIGEST_PREFIX = "digest:"
+DIGEST_REF = "Digest id: "  # the last line of a digest's text
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,11 @@ def digest_alert(user: str, window: str, items: list[Item], closed_at_us: int,
     shown = symbols[0] if len(symbols) == 1 else f"{symbols[0]} +{len(symbols) - 1}"
     tags = sorted({tag for i in items for tag in i.channels})
     last = max(items, key=lambda i: (i.ts, i.id))
-    return Alert(id=digest_id(user, window), rule=DIGEST_KIND, user=user,
+    alert_id = digest_id(user, window)
+    # The id names the digest for `stormalert alerts show` (a digest has no dashboard page).
+    ref = f"{DIGEST_REF}{alert_id}"
+    text = digest_text(items, window, max_chars - len(ref) - 1)
+    return Alert(id=alert_id, rule=DIGEST_KIND, user=user,
                  sym=f"{len(items)} alerts ({shown})", kind=DIGEST_KIND, ltp=last.ltp,
-                 ts=closed_at_us // 1000, rx=0, at=closed_at_us,
-                 msg=digest_text(items, window, max_chars), channels=tags or ["default"])
+                 ts=closed_at_us // 1000, rx=0, at=closed_at_us, msg=f"{text}\n{ref}",
+                 channels=tags or ["default"])

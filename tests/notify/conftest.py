@@ -21,6 +21,7 @@ import orjson
 import pytest
 import redis
 
+from notify.policy import DIGEST_REF
 from proto import keys, store
 from proto.events import Alert
 
@@ -37,11 +38,16 @@ class Hit:
     held: bool = False  # arrived while the gate was closed: answered only once it opened
 
     def alert_id(self) -> str:
-        """The alert id in the message's dashboard link (its last line)."""
-        link = str(self.body.get("message", "")).rsplit("\n", 1)[-1]
-        _head, sep, alert_id = link.partition("/alerts/")
-        assert sep, f"no dashboard link in {self.body!r}"
-        return alert_id
+        """The alert id in the message's dashboard link (its last line), or a digest's id
+        from its ``Digest id:`` line (a digest links to the dashboard's alert list)."""
+        message = str(self.body.get("message", ""))
+        _head, sep, alert_id = message.rsplit("\n", 1)[-1].partition("/alerts/")
+        if sep:
+            return alert_id
+        refs = [line.removeprefix(DIGEST_REF) for line in message.splitlines()
+                if line.startswith(DIGEST_REF)]
+        assert len(refs) == 1, f"no alert link nor digest id in {self.body!r}"
+        return refs[0]
 
 
 @dataclass
