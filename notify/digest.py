@@ -222,7 +222,7 @@ class DigestFlusher:
         if room <= 0:
             return []
         members: list[str] = await self.r.zrangebyscore(  # type: ignore[assignment]
-            keys.DIGESTS_DUE, "-inf", now, start=0, num=room + len(self.flushing))
+            keys.DIGESTS_DUE, "-inf", now, start=0, num=room)
         claimed = []
         for member in members:
             if member in self.flushing:
