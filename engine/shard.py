@@ -49,7 +49,8 @@ class EngineSettings(BaseSettings):
     engine_checkpoint_s: float = 2.0
     # Write checkpoints from a forked child (off the hot path); False writes them inline.
     engine_checkpoint_fork: bool = True
-    engine_checkpoint_timeout_s: float = 60.0  # a child writing longer is killed
+    # A child writing longer is killed (it runs niced: a busy machine slows it down).
+    engine_checkpoint_timeout_s: float = 300.0
     # At most this share of a core for checkpoint children: on a small machine the child
     # takes CPU from the shards (50k rules: ~0.6 s CPU), so expensive checkpoints space out.
     engine_checkpoint_max_cpu_share: float = 0.1
