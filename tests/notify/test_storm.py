@@ -172,3 +172,26 @@ def test_unreadable_stored_prefs_fall_back_to_the_defaults() -> None:
     prefs, problems = store.decode_prefs({"max_per_minute": "0", "quiet": "23:30-00:15"})
     assert prefs == store.NotifyPrefs(0, (23 * 60 + 30, 15)) and problems == []
     assert prefs.quiet_text() == "23:30-00:15"
+
+
+def test_two_notifiers_share_a_storm_and_send_its_digest_once(
+        r: redis.Redis, webhook: Webhook, notifier: Start) -> None:
+    make_user(r, "uma", {webhook.url("/hook/a"): "default", webhook.url("/hook/b"): "default"})
+    store.set_prefs(r, "uma", max_per_minute=5)
+    at = minute_start_us(2)
+    storm = [make_alert("uma", at=at + i) for i in range(60)]
+    one, two = notifier("notify-a", **GRACE), notifier("notify-b", **GRACE)
+    for alert in storm:
+        publish(r, alert)
+    wait_until(lambda: settled(r) and len(webhook.hits) == 12, timeout_s=30,
+               what="5 alone and one digest on each channel")
+    time.sleep(1.5)  # a second scan by either notifier finds nothing more to send
+    digest = digest_id("uma", f"m{at // 60_000_000}")
+    alone = [a.id for a in storm if decision(r, a) == "send"]
+    for prefix in ("/hook/a", "/hook/b"):
+        assert answered(webhook, prefix) == Counter([*alone, digest])
+    assert one.stop() == 0 and two.stop() == 0
+    stats = [one.final_stats(), two.final_stats()]
+    assert sum(s["alerts"] for s in stats) == 60
+    assert sum(s["folded"] for s in stats) == 55
+    assert sum(s["digests"] for s in stats) == 1
