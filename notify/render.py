@@ -33,6 +33,8 @@ KIND_LABELS = {
     "rsi": "RSI crossed threshold",
     "orb": "opening-range breakout",
 }
+# The kind of the synthetic alert a digest is delivered as (notify.policy.DIGEST_KIND).
+DIGEST_KIND = "digest"
 # Reference values that count shares, not rupees: shown whole, with thousands separators.
 VOLUME_REFS = frozenset({"window_volume", "baseline_avg"})
 
@@ -86,6 +88,8 @@ def alert_link(dashboard_url: str, alert_id: str) -> str:
 
 
 def render(alert: Alert, dashboard_url: str = "") -> Message:
+    if alert.kind == DIGEST_KIND:
+        return render_digest(alert, dashboard_url)
     label = kind_label(alert.kind)
     title = f"{alert.sym} {label} at {format_price(alert.ltp)}"
     lines = [
@@ -105,6 +109,17 @@ def render(alert: Alert, dashboard_url: str = "") -> Message:
     if link:
         lines.append(link)
     return Message(title=title, body="\n".join(lines), html=render_html(lines, link))
+
+
+def render_digest(alert: Alert, dashboard_url: str = "") -> Message:
+    """A digest of folded alerts (notify.policy): its text says it all; there is no one
+    alert to link to, so the link is the dashboard's alert list."""
+    lines = [*alert.msg.splitlines(), f"Time: {format_ist(alert.ts)}"]
+    link = dashboard_url.rstrip("/") + "/" if dashboard_url else ""
+    if link:
+        lines.append(link)
+    return Message(title=f"StormAlert digest: {alert.sym}", body="\n".join(lines),
+                   html=render_html(lines, link))
 
 
 def render_html(lines: list[str], link: str) -> str:

@@ -9,7 +9,9 @@ from apprise.conversion import convert_between
 from hypothesis import given
 from hypothesis import strategies as st
 
+from notify import policy
 from notify.render import (
+    DIGEST_KIND,
     ELLIPSIS,
     KIND_LABELS,
     Message,
@@ -170,3 +172,15 @@ def test_fit_keeps_the_link_line(link: str) -> None:
     fitted = fit(Message("T", body), 1024, 0)
     assert wire_len(fitted.body) <= 1024
     assert fitted.body.endswith("\n" + link)
+
+
+def test_a_digest_reads_as_a_digest() -> None:
+    digest = alert(id="digest:asha:m:28870815", rule="digest", kind="digest",
+                   sym="12 alerts (NSE:INFY +2)", rx=0,
+                   msg="12 alerts beyond your limit per minute.\nBy symbol: NSE:INFY 10")
+    m = render(digest, "https://dash.example")
+    assert m.title == "StormAlert digest: 12 alerts (NSE:INFY +2)"
+    assert m.body.splitlines() == [
+        "12 alerts beyond your limit per minute.", "By symbol: NSE:INFY 10",
+        "Time: 22 Nov 2024 09:45:03.250 IST", "https://dash.example/"]
+    assert policy.DIGEST_KIND == DIGEST_KIND
