@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import apprise
 import pytest
 import redis
 from apprise.plugins.telegram import NotifyTelegram
@@ -14,7 +15,15 @@ from apprise.plugins.whatsapp import NotifyWhatsApp
 
 from notify.deliver import Deliverer
 from notify.render import render
-from notify.send import Channel, send_blocking, warm_up
+from notify.send import Answer as HttpAnswer
+from notify.send import (
+    Channel,
+    apply_api_base,
+    pace_limits,
+    retry_after_s,
+    send_blocking,
+    warm_up,
+)
 from notify.settings import NotifySettings
 from proto.bus import aconnect
 from proto.runtime import Stats
@@ -109,3 +118,50 @@ def test_slow_channels_are_sent_concurrently(r: redis.Redis, redis_url: str,
         assert len(arrivals) == 12
         assert max(arrivals) - min(arrivals) < 0.5
     assert elapsed < 1.9
+
+
+@pytest.mark.parametrize(("answers", "wait_s"), [
+    ([HttpAnswer(429, body=b'{"ok":false,"error_code":429,"parameters":{"retry_after":7}}')], 7.0),
+    ([HttpAnswer(429, "3")], 3.0),  # a Retry-After header (Meta, Twilio, webhooks)
+    ([HttpAnswer(503, "2"), HttpAnswer(429, "5")], 5.0),  # several targets: the longest
+    ([HttpAnswer(429, "Wed, 21 Oct 2026 07:28:00 GMT")], None),  # a date: our backoff
+    ([HttpAnswer(429, body=b"not json")], None),
+    ([HttpAnswer(500, "9")], None),  # only 429 and 503 ask us to wait
+    ([HttpAnswer(200)], None),
+    ([], None),
+])
+def test_retry_after(answers: list[HttpAnswer], wait_s: float | None) -> None:
+    assert retry_after_s(answers) == wait_s
+
+
+def test_api_base_is_set_on_the_instance_only() -> None:
+    url = f"tgram://{TG_TOKEN}/12345"
+    plugin = apprise.Apprise.instantiate(url)
+    apply_api_base(plugin, "tgram", {"tgram": "http://127.0.0.1:8081/"})
+    assert plugin.notify_url == "http://127.0.0.1:8081/bot"
+    assert apprise.Apprise.instantiate(url).notify_url == "https://api.telegram.org/bot"
+    twilio = apprise.Apprise.instantiate(
+        "twilio://AC0123456789abcdef0123456789abcdef:abcdef0123456789abcdef0123456789"
+        "@+14155550100/+919876543210")
+    apply_api_base(twilio, "twilio", {"twilio": "http://t"})
+    assert twilio.notify_sms_url == "http://t/2010-04-01/Accounts/{sid}/Messages.json"
+    apply_api_base(twilio, "twilio", {"tgram": "http://other"})  # no entry: unchanged
+    assert twilio.notify_sms_url.startswith("http://t/")
+
+
+def test_pacing_keys_per_chat_bot_and_sender() -> None:
+    s = NotifySettings(notify_pace_tgram_chat_per_s=1.0, notify_pace_tgram_bot_per_s=30.0,
+                       notify_pace_whatsapp_number_per_s=80.0)
+    two_chats = apprise.Apprise.instantiate(f"tgram://{TG_TOKEN}/111/222")
+    chat1, chat2, bot = pace_limits(two_chats, "tgram", s)
+    assert (chat1.rate_per_s, chat1.burst, chat1.held_by_429) == (1.0, 1.0, True)
+    assert (bot.rate_per_s, bot.burst, bot.held_by_429) == (30.0, 30.0, False)
+    assert len({chat1.key, chat2.key, bot.key}) == 3
+    [*_chats, same_bot] = pace_limits(apprise.Apprise.instantiate(f"tgram://{TG_TOKEN}/333"),
+                                      "tgram", s)
+    assert same_bot.key == bot.key
+    assert TG_TOKEN not in bot.key
+    wa = apprise.Apprise.instantiate("whatsapp://EAAGtoken987654321@1234567890/+919876543210")
+    [number] = pace_limits(wa, "whatsapp", s)
+    assert (number.rate_per_s, number.burst) == (80.0, 80.0)
+    assert pace_limits(apprise.Apprise.instantiate("json://localhost"), "json", s) == []
