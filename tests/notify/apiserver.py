@@ -8,6 +8,7 @@ backlog of 5 made the sixth of twelve simultaneous connects wait one second).
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -127,10 +128,14 @@ def _handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serving(idle_timeout_s: float | None = None) -> Iterator[ApiServer]:
-    """An ApiServer on a free loopback port for the duration of the block."""
+def serving(idle_timeout_s: float | None = None,
+            tls: ssl.SSLContext | None = None) -> Iterator[ApiServer]:
+    """An ApiServer on a free loopback port for the duration of the block (HTTPS with
+    ``tls``, a server-side context)."""
     server_state = ApiServer(idle_timeout_s=idle_timeout_s)
     server = _Server(("127.0.0.1", 0), _handler(server_state))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server_state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     thread.start()

@@ -5,8 +5,11 @@ and a refused connection given up without the URL's secrets in the reason."""
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -94,3 +97,31 @@ def test_refused_connection_is_given_up_without_secrets(r: redis.Redis,
     assert "cannot connect" in dead["reason"]
     for secret in ("Pa55w0rdXyz", "K3yInPath9", "S3cr3tT0k"):
         assert secret not in dead["reason"]
+
+
+@pytest.fixture
+def tls_api(tmp_path: Path) -> Iterator[ApiServer]:
+    """An HTTPS ApiServer with a self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    warm_up()
+    with serving(tls=context) as server:
+        yield server
+
+
+def test_https_hooks_check_certificates_unless_the_url_says_not_to(
+        r: redis.Redis, redis_url: str, tls_api: ApiServer) -> None:
+    cids = make_user(r, "kiran", {f"jsons://127.0.0.1:{tls_api.port}/checked": "a",
+                                  f"jsons://127.0.0.1:{tls_api.port}/trusted?verify=no": "b"})
+    alert = make_alert("kiran", channels=["a", "b"])
+    assert deliver(settings(redis_url, {}, notify_max_tries=1), [alert]) == [True]
+    assert [h.path for h in tls_api.requests] == ["/trusted"]
+    by_url = {url: record(r, alert.id, cid) for url, cid in cids.items()}
+    statuses = sorted(str(rec["status"]) for rec in by_url.values())
+    assert statuses == ["failed", "sent"]
+    [dead] = dead_letters(r)
+    assert "CERTIFICATE_VERIFY_FAILED" in dead["reason"]
