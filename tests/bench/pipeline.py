@@ -190,14 +190,17 @@ def checkpoint_figures(r: redis.Redis, shards: int) -> str:
 
 
 def slow_commands(r: redis.Redis, since_us: int) -> str:
-    """Redis commands that ran over the slowlog threshold since ``since_us``."""
+    """Redis commands that ran over the slowlog threshold since ``since_us``, by name."""
     slow = [e for e in r.slowlog_get(128) if e["start_time"] * 1_000_000 >= since_us]
     if not slow:
         return "none"
-    worst = max(slow, key=lambda e: e["duration"])
-    command = worst["command"]  # bytes when an argument is binary (the engines' state)
-    name = (command.decode("latin-1") if isinstance(command, bytes) else command).split()[0]
-    return f"{len(slow)}, the slowest {worst['duration'] / 1000:.1f} ms ({name})"
+    by_name: dict[str, list[float]] = {}
+    for entry in slow:
+        command = entry["command"]  # bytes when an argument is binary (the engines' state)
+        name = (command.decode("latin-1") if isinstance(command, bytes) else command).split()[0]
+        by_name.setdefault(name, []).append(entry["duration"] / 1000)
+    return ", ".join(f"{name} {len(ms)}x max {max(ms):.1f} ms"
+                     for name, ms in sorted(by_name.items(), key=lambda kv: -max(kv[1])))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -206,11 +209,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Time the process's main thread spent runnable but waiting for a CPU (schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def cpu_share(procs: dict[str, subprocess.Popen[bytes]], seconds: float) -> str:
-    """What share of one core each process used while the caller slept ``seconds``."""
-    before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    """What share of one core each process used while the caller slept ``seconds``, and
+    (after the slash) what share of the time it waited for a core: on a shared machine
+    that wait is latency no code of ours causes."""
+    before = {name: (cpu_seconds(p.pid), runqueue_seconds(p.pid)) for name, p in procs.items()}
     time.sleep(seconds)
-    return " ".join(f"{name}={(cpu_seconds(p.pid) - before[name]) / seconds:.2f}"
+    return " ".join(f"{name}={(cpu_seconds(p.pid) - before[name][0]) / seconds:.2f}"
+                    f"/{(runqueue_seconds(p.pid) - before[name][1]) / seconds:.2f}"
                     for name, p in procs.items())
 
 
@@ -295,7 +306,7 @@ def main(argv: list[str]) -> int:
                 print(f"latency at {got_rate:,.0f} ticks/s: {len(lat)} alerts, tick→alert "
                       f"p50={percentile(lat, 0.5):.2f} ms p99={percentile(lat, 0.99):.2f} ms "
                       f"max={max(lat):.2f} ms")
-                print(f"  CPU (cores) during it: {cpu}")
+                print(f"  CPU (cores used / share of time waiting for a core) during it: {cpu}")
                 print(f"  checkpoints: {checkpoint_figures(r, shards)}")
                 print(f"  Redis commands over 2 ms meanwhile: {slow_commands(r, since_us)}")
             else:
