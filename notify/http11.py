@@ -45,14 +45,17 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where a connection goes; connections are pooled per origin."""
     scheme: str
     host: str
     port: int
+    verified: bool = True  # an unverified TLS connection never serves a verified request
 
     @property
     def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 class _Connection:
@@ -144,8 +147,9 @@ class Client:
         split = urlsplit(url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise HTTPError(f"cannot send to a {split.scheme or 'relative'} URL")
-        origin = Origin(split.scheme, split.hostname,
-                        split.port or (443 if split.scheme == "https" else 80))
+        https = split.scheme == "https"
+        origin = Origin(split.scheme, split.hostname, split.port or (443 if https else 80),
+                        verified=verify or not https)
         target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         all_headers = [("Host", origin.host_header), ("Accept", "*/*"),
                        ("Accept-Encoding", "identity"), *headers.items()]
@@ -154,15 +158,15 @@ class Client:
         request = h11.Request(method=method, target=target, headers=all_headers)
         slots = self._slots.setdefault(origin, asyncio.Semaphore(self._max))
         async with slots:
-            return await self._on_a_connection(origin, request, body, verify, timeout_s)
+            return await self._on_a_connection(origin, request, body, timeout_s)
 
     async def _on_a_connection(self, origin: Origin, request: h11.Request, body: bytes,
-                               verify: bool, timeout_s: float) -> Response:
+                               timeout_s: float) -> Response:
         conn = self._reuse(origin)
         fresh = conn is None
         if conn is None:
             async with asyncio.timeout(timeout_s):
-                conn = await self._connect(origin, verify)
+                conn = await self._connect(origin)
         try:
             async with asyncio.timeout(timeout_s):
                 response, keep = await conn.exchange(request, body)
@@ -173,7 +177,7 @@ class Client:
             conn.close()
             if not fresh and not conn.answered:
                 # A kept connection the server dropped meanwhile: once more on a new one.
-                return await self._on_a_connection(origin, request, body, verify, timeout_s)
+                return await self._on_a_connection(origin, request, body, timeout_s)
             raise HTTPError(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             conn.close()  # cancelled or timed out mid-exchange: the connection is unusable
@@ -193,8 +197,8 @@ class Client:
             conn.close()
         return None
 
-    async def _connect(self, origin: Origin, verify: bool) -> _Connection:
-        tls = self._tls[verify] if origin.scheme == "https" else None
+    async def _connect(self, origin: Origin) -> _Connection:
+        tls = self._tls[origin.verified] if origin.scheme == "https" else None
         try:
             reader, writer = await asyncio.open_connection(
                 origin.host, origin.port, ssl=tls,

@@ -31,7 +31,6 @@ PLUGIN_CACHE_MAX = 4096
 NOTIFY_TYPE = apprise.NotifyType.INFO.value
 
 
-
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
     method: str

@@ -4,6 +4,7 @@ and a refused connection given up without the URL's secrets in the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from notify import http11
 from notify.send import warm_up
 from proto import keys
 from proto.runtime import Stats
@@ -125,3 +127,24 @@ def test_https_hooks_check_certificates_unless_the_url_says_not_to(
     assert statuses == ["failed", "sent"]
     [dead] = dead_letters(r)
     assert "CERTIFICATE_VERIFY_FAILED" in dead["reason"]
+
+
+def test_an_unverified_connection_is_never_reused_for_a_verified_request(
+        tls_api: ApiServer) -> None:
+    async def main() -> tuple[int, str]:
+        client = http11.Client(4)
+        try:
+            trusted = await client.request("POST", f"https://127.0.0.1:{tls_api.port}/t",
+                                           verify=False)
+            try:
+                await client.request("POST", f"https://127.0.0.1:{tls_api.port}/c")
+            except http11.HTTPError as exc:
+                return trusted.status, str(exc)
+            return trusted.status, "verified request was sent"
+        finally:
+            await client.aclose()
+
+    status, error = asyncio.run(main())
+    assert status == 200
+    assert "CERTIFICATE_VERIFY_FAILED" in error
+    assert [h.path for h in tls_api.requests] == ["/t"]
