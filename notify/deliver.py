@@ -104,9 +104,11 @@ class Deliverer:
         self.stats = stats
         self.records = Records(r, settings.notify_consumer)
         self._send: SendFn = send or partial(send_blocking, api_base=settings.notify_api_base)
-        self._webhooks = (webhook.WebhookSender(settings.notify_webhook_connections)
+        # Parsed channel URLs: a webhook's request and any channel's pacing keys.
+        self._plugins = webhook.PluginCache()
+        self._webhooks = (webhook.WebhookSender(settings.notify_webhook_connections,
+                                                self._plugins)
                           if send is None else None)
-        self._plugins = webhook.PluginCache()  # to find a channel's pacing keys
         self.pacer = Pacer()
         self._rand = rand
         self._alerts = KeyedLock()

@@ -149,8 +149,8 @@ async def send(client: http11.Client, request: WebhookRequest,
 class WebhookSender:
     """One try of a webhook channel on the event loop; failures come back as outcomes."""
 
-    def __init__(self, max_connections: int) -> None:
-        self.plugins = PluginCache()
+    def __init__(self, max_connections: int, plugins: PluginCache | None = None) -> None:
+        self.plugins = plugins or PluginCache()
         self._client = http11.Client(max_connections)
 
     async def send(self, channel: Channel, message: Message, timeout_s: float) -> SendOutcome:

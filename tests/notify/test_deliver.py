@@ -161,3 +161,43 @@ def test_a_plugin_that_raises_is_a_failed_try(r: redis.Redis, redis_url: str) ->
     assert dead["reason"].startswith("json channel gave up after 3 tries: RuntimeError: plugin bug")
     assert "/boom" not in dead["reason"]
     assert (stats.counters["retries"], stats.counters["failed"]) == (2, 1)
+
+
+class FlakyRecords(Records):
+    """Real records in the real Redis, except that the first ``sent`` write fails the way a
+    dropped Redis connection does."""
+
+    failed = 0
+
+    async def write(self, alert_id: str, cid: str, record: Record) -> Record | None:
+        if record.status == "sent" and not FlakyRecords.failed:
+            FlakyRecords.failed += 1
+            raise redis.ConnectionError("Connection reset by peer")
+        return await super().write(alert_id, cid, record)
+
+
+def test_a_redis_error_after_the_send_does_not_send_again(r: redis.Redis,
+                                                          redis_url: str) -> None:
+    [cid] = make_user(r, "ravi", {"json://127.0.0.1:9/once": "default"}).values()
+    calls: list[str] = []
+
+    def send(channel: Channel, _message: Message, _timeout_s: float) -> SendOutcome:
+        calls.append(channel.id)
+        return SendOutcome(True)
+
+    alert = make_alert("ravi")
+    stats = Stats("t")
+
+    async def body(ar: object) -> bool:
+        deliverer = Deliverer(settings(redis_url, "notify-a"), ar, stats, send=send)  # type: ignore[arg-type]
+        deliverer.records = FlakyRecords(ar, "notify-a")  # type: ignore[arg-type]
+        try:
+            return await deliverer.deliver(alert)
+        finally:
+            deliverer.close()
+
+    assert run(redis_url, body) is True
+    assert FlakyRecords.failed == 1
+    assert calls == [cid]
+    assert '"status":"sent"' in str(r.hget(keys.delivery(alert.id), cid))
+    assert stats.counters["sent"] == 1
