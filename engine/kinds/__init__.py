@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from engine.kinds import averages, classic, levels, orb, volume
+from engine.kinds import averages, classic, classic_runs, levels, orb, volume
 from engine.kinds.runs import Fail, Hits, Run
 from proto.rulekinds import (
     BUILTIN_PARAMS,
@@ -53,7 +53,7 @@ BUILTIN = _builtin_table(
 
 # Built-in evaluator classes with a loop of their own; every other class (plug-ins, checked
 # through a subclass, are never in it) goes through ``Run``, which calls ``step``.
-RUNS: dict[type, Callable[[list[Any]], Run]] = {**classic.RUNS, **levels.RUNS}
+RUNS: dict[type, Callable[[list[Any]], Run]] = {**classic_runs.RUNS, **levels.RUNS}
 
 
 def run_for(cls: type) -> Callable[[list[Any]], Run]:

@@ -7,10 +7,8 @@ Evaluators follow the contract in ``proto.rulekinds.api``; arithmetic is float64
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from engine.kinds.runs import Fail, Hits, Run
 from proto.rulekinds import API_VERSION, Ref, RuleKind
 from proto.rulekinds.builtin import (
     ChangePctParams,
@@ -150,141 +148,9 @@ class WindowPct:
         return None
 
     def fired(self, p: float, t: int) -> None:
-        self.lows.clear()
-        self.highs.clear()
-        self.lows.append((t, p))
-        self.highs.append((t, p))
-
-
-# Runs: the loops of ``step`` above over one symbol's rules of a kind (engine.kinds.runs).
-# Each does exactly what its class's ``step`` does, in the same float64 operations.
-
-class CrossAboveRun(Run):
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        self.ticks += 1
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                prev = ev.prev
-                ev.prev = p
-                if prev is not None and prev < ev.level <= p and t >= quiet[i]:
-                    hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
-            except Exception:  # e.g. a state restored from a damaged checkpoint
-                fail(self.arms[i])
-        return False
-
-
-class CrossBelowRun(Run):
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        self.ticks += 1
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                prev = ev.prev
-                ev.prev = p
-                if prev is not None and prev > ev.level >= p and t >= quiet[i]:
-                    hits.append((self.arms[i], {"level": ev.level, "prev": prev}))
-            except Exception:
-                fail(self.arms[i])
-        return False
-
-
-class ChangePctRun(Run):
-    """No state changes at a tick (only a firing's, which the book marks), so no dirty."""
-
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        if not pc:
-            return False
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                if ((ev.up and p >= pc * (1 + ev.pct / 100)) or (
-                        ev.down and p <= pc * (1 - ev.pct / 100))) and t >= quiet[i]:
-                    hits.append((self.arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
-            except Exception:
-                fail(self.arms[i])
-        return False
-
-
-class TrailingDownRun(Run):
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        self.ticks += 1
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                peak = ev.peak
-                if peak is None or p > peak:
-                    ev.peak = peak = p
-                if p <= peak * (1 - ev.pct / 100) and t >= quiet[i]:
-                    hits.append((self.arms[i], {"peak": peak}))
-            except Exception:
-                fail(self.arms[i])
-        return False
-
-
-class TrailingUpRun(Run):
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        self.ticks += 1
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                trough = ev.trough
-                if trough is None or p < trough:
-                    ev.trough = trough = p
-                if p >= trough * (1 + ev.pct / 100) and t >= quiet[i]:
-                    hits.append((self.arms[i], {"trough": trough}))
-            except Exception:
-                fail(self.arms[i])
-        return False
-
-
-class WindowPctRun(Run):
-    """``WindowPct.step`` over one symbol's window rules. The tick's ``(t, p)`` is one tuple
-    appended to every rule's deques (equal values, so the same state), not two per rule:
-    fewer allocations, and the deques' ends, read by every rule, stay in the CPU's cache."""
-
-    __slots__ = ()
-
-    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
-        self.ticks += 1
-        tick = (t, p)
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                lows, highs = ev.lows, ev.highs
-                while lows and lows[-1][1] >= p:
-                    lows.pop()
-                lows.append(tick)
-                while highs and highs[-1][1] <= p:
-                    highs.pop()
-                highs.append(tick)
-                oldest = t - ev.span_ms
-                while lows[0][0] < oldest:
-                    lows.popleft()
-                while highs[0][0] < oldest:
-                    highs.popleft()
-                low, high = lows[0][1], highs[0][1]
-                if ((ev.up and p >= low * (1 + ev.pct / 100)) or (
-                        ev.down and p <= high * (1 - ev.pct / 100))) and t >= quiet[i]:
-                    hits.append((self.arms[i], {"window_low": low, "window_high": high}))
-            except Exception:
-                fail(self.arms[i])
-        return False
-
-
-RUNS: dict[type, Callable[[list[Any]], Run]] = {
-    CrossAbove: CrossAboveRun, CrossBelow: CrossBelowRun, ChangePct: ChangePctRun,
-    TrailingDown: TrailingDownRun, TrailingUp: TrailingUpRun, WindowPct: WindowPctRun}
+        # New deques, not cleared ones: rules of a symbol may share theirs (WindowPctRun).
+        self.lows = deque([(t, p)])
+        self.highs = deque([(t, p)])
 
 
 def _trailing(p: TrailingPctParams) -> TrailingDown | TrailingUp:

@@ -85,6 +85,7 @@ class ChannelRun(Run):
     """``Channel.step`` over one symbol's channel rules."""
 
     __slots__ = ()
+    PARAMS = ("high", "low")
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1

@@ -222,3 +222,35 @@ def test_quiet_from_agrees_with_can_fire(last, dt, cooldown_s, per_bar) -> None:
     for t in {(last or 0) + dt, (last or 0) + dt // 1000 * 1000, (last or 0) // 60_000 * 60_000,
               (last or 0) // 60_000 * 60_000 + 60_000, (last or 0) + int(cooldown_s * 1000)}:
         assert can_fire(armed, t) == (t >= quiet_from(armed)), t
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 11), st.sampled_from([1, 2, 5]),
+              st.sampled_from([0.2, 0.5]), DIRECTION, st.sampled_from([0, 1, 3, 30])),
+    st.tuples(st.just("remove"), st.integers(0, 11)),
+    *[st.tuples(st.just("tick"), st.integers(-3, 3), st.sampled_from([0, 300, 1000, 2500]))] * 6),
+    min_size=1, max_size=200))
+def test_window_rules_sharing_deques_fire_as_alone(steps) -> None:
+    """Many window_pct rules on one symbol, armed at different times, share their deques
+    whenever their windows hold the same ticks (checked every 3 ticks here); each fires
+    exactly as it would alone, and a firing rule leaves the shared deques to the others."""
+    from engine.kinds.classic_runs import WindowPctRun
+
+    ops: list[tuple[Any, ...]] = []
+    for step in steps:
+        if step[0] == "put":
+            _, n, window_s, pct, direction, cooldown_s = step
+            ops.append(("put", {"id": f"r{n}", "symbol": SYMBOLS[0], "kind": "window_pct",
+                                "cooldown_s": cooldown_s, "params": {
+                                    "pct": pct, "window_s": window_s, "direction": direction}}))
+        elif step[0] == "remove":
+            ops.append(step)
+        else:
+            ops.append(("tick", SYMBOLS[0], step[1], step[2], None, 0))
+    every = WindowPctRun.SHARE_EVERY
+    WindowPctRun.SHARE_EVERY = 3
+    try:
+        run_both(ops)
+    finally:
+        WindowPctRun.SHARE_EVERY = every
