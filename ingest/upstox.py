@@ -95,23 +95,25 @@ def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> li
     """One tick per feed entry. The market full feed, the bulk of a full-mode frame, is read
     inline: each submessage access makes a upb wrapper (~0.1 µs), so the loop takes each one
     once; the map is iterated by key because ``items()`` is the pure-Python Mapping mixin,
-    twice the cost of ``feeds[key]``; ``HasField`` is cheaper than ``WhichOneof``, and an
-    empty depth or bar list is rarer than a full one, hence ``IndexError``."""
+    twice the cost of ``feeds[key]``; after a market full feed the next is taken for one too,
+    which one ``HasField`` on its (possibly stub) ``fullFeed`` confirms; an empty depth or bar
+    list is rarer than a full one, hence ``IndexError``."""
     fallback_ms = msg.currentTs or recv_us // 1000
     get_sym = symbols.get
     ticks: list[Tick] = []
     append = ticks.append
     feeds = msg.feeds
+    expect_full = True  # frames are mostly of one kind: guess from the last feed
     for key in feeds:
         feed = feeds[key]
         sym = get_sym(key) or f"UPSTOX:{key}"
-        if not feed.HasField("fullFeed"):
+        # feed.fullFeed is a stub when unset: its HasField then says False.
+        if not (expect_full or feed.HasField("fullFeed")) \
+                or not (full := feed.fullFeed).HasField("marketFF"):
+            expect_full = False
             _append_other(append, feed, key, sym, fallback_ms, recv_us)
             continue
-        full = feed.fullFeed
-        if not full.HasField("marketFF"):
-            append(_index_full(full.indexFF, key, sym, fallback_ms, recv_us))
-            continue
+        expect_full = True
         ff = full.marketFF
         c = ff.ltpc
         try:
@@ -137,9 +139,12 @@ def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> li
 
 def _append_other(append: Callable[[Tick], None], feed: pb.Feed, key: str, sym: str,
                   fallback_ms: int, recv_us: int) -> None:
-    """The tick of an ``ltpc`` or ``firstLevelWithGreeks`` feed; nothing for an empty one."""
+    """The tick of an index full, ``ltpc`` or ``firstLevelWithGreeks`` feed; nothing for an
+    empty one."""
     kind = feed.WhichOneof("FeedUnion")
-    if kind == "ltpc":
+    if kind == "fullFeed":
+        append(_index_full(feed.fullFeed.indexFF, key, sym, fallback_ms, recv_us))
+    elif kind == "ltpc":
         c = feed.ltpc
         append(Tick(sym, key, SOURCE, c.ltp, 0, c.ltt or fallback_ms, recv_us,
                     None, None, None, c.cp or None))
