@@ -32,8 +32,9 @@ from engine.book import Armed, Book
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-STATE_FIELD = "state"  # the document
-EPOCH_FIELD = "epoch"  # which incarnation of the shard may write (engine.checkpointer)
+# Field names no rule id takes, as format 1 kept rule ids beside them in the same hash.
+STATE_FIELD = "__state__"  # the document
+EPOCH_FIELD = "__epoch__"  # which incarnation of the shard may write (engine.checkpointer)
 # The field-per-rule layout of format 1 kept these beside the rule ids.
 BARS_FIELD = "__bars__"
 PREV_CLOSE_FIELD = "__pc__"

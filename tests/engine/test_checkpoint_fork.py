@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from engine.book import Book
-from engine.checkpoint import STATE_FIELD, decode, rule_state
+from engine.checkpoint import EPOCH_FIELD, STATE_FIELD, decode, rule_state
 from engine.checkpointer import Checkpointer
 from engine.shard import EngineSettings, Shard
 from proto import bus, keys, store
@@ -189,7 +189,7 @@ def test_a_child_of_an_older_incarnation_cannot_write(world, redis_url):
     new.checkpoint_now()
     assert pending_ids(world) == []
     old.stop_checkpoints()  # a fenced shard writes no final checkpoint
-    assert int(world.hget(keys.engine_state(0), "epoch")) == new.ckpt.epoch
+    assert int(world.hget(keys.engine_state(0), EPOCH_FIELD)) == new.ckpt.epoch
 
 
 def test_the_child_dies_with_its_parent(world, redis_url, tmp_path):
