@@ -13,16 +13,20 @@ from datetime import datetime
 import orjson
 import pytest
 import redis
+import redis.asyncio as aredis
 import requests
 
 from ingest.clock import IST
+from ingest.kite_supervisor import KiteFeed
 from ingest.settings import IngestSettings
 from ingest.sim.upstox_server import MASTER_PATH
 from ingest.upstox_feed import change_messages, rebalance_keys
 from ingest.upstox_supervisor import UpstoxFeed
+from ingest.writer import TickWriter
 from proto import keys
 from proto.events import decode_ticks
-from tests.ingest.feed_thread import Answer, running_feed, scripted_http
+from proto.runtime import Stats
+from tests.ingest.feed_thread import Answer, Feed, running_feed, scripted_http
 from tests.ingest.procs import running_sim, wait_for
 
 INFY, RELIANCE, TCS = "NSE_EQ|INE009A01021", "NSE_EQ|INE002A01018", "NSE_EQ|INE467B01029"
@@ -124,3 +128,36 @@ def test_rebalance_keeps_keys_in_place_and_fills_room() -> None:
         [("unsub", ["A"]), ("sub", ["C"])]
     assert messages[1]["data"]["mode"] == "ltpc"
     assert change_messages(["A"], ["A"], "full") == []
+
+
+@pytest.mark.parametrize("feed", ["upstox", "kite"])
+def test_refresh_straight_from_the_sim_restores_the_master_in_redis(
+        feed: str, sim: str, r: redis.Redis, redis_url: str) -> None:
+    """Both feeds' daily refresh against the simulator's own master endpoints: a record lost
+    from Redis comes back, the subscriptions stay on the same sockets."""
+    common = {"redis_url": redis_url, "shards": 1, "reconnect_min_s": 0.1,
+              "reconnect_max_s": 0.3}
+    if feed == "upstox":
+        settings = IngestSettings(
+            feed="upstox", upstox_access_token=GOOD, upstox_api_url=sim,
+            upstox_instruments_url=sim + MASTER_PATH, upstox_instrument_keys=[INFY, NIFTY],
+            **common)
+
+        def make(s: IngestSettings, rr: aredis.Redis, st: Stats, w: TickWriter) -> Feed:
+            return UpstoxFeed(s, rr, st, w, clock)
+    else:
+        settings = IngestSettings(feed="sim", sim_url=sim,
+                                  kite_symbols=["NSE:INFY", "NSE:NIFTY 50"], **common)
+
+        def make(s: IngestSettings, rr: aredis.Redis, st: Stats, w: TickWriter) -> Feed:
+            return KiteFeed(s, rr, st, w, clock)
+    clock = clock_before_refresh(LEAD_S)
+    with running_feed(settings, make) as stats:
+        wait_for(lambda: stats.gauges.get("connected") == 1, 15, "a connected feed")
+        assert stats.counters["master_loads"] == 1
+        r.hdel(keys.INSTRUMENTS, "NSE:INFY")
+        wait_for(lambda: stats.counters.get("master_loads") == 2, LEAD_S + 10, "the refresh")
+        assert orjson.loads(r.hget(keys.INSTRUMENTS, "NSE:INFY"))["src"] == (
+            "upstox" if feed == "upstox" else "kite")
+        assert stats.counters.get("reconnects", 0) == 0 and stats.gauges["subscribed"] == 2
+        assert not stats.counters.get("master_refresh_failures")
