@@ -129,6 +129,7 @@ class Book:
         self._plans: dict[str, Plan] = {}
         self._seq = 0
         self._finished: list[Armed] = []  # done during the current tick
+        self._fail_rule = self._fail  # bound once: runs get it at every tick
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -168,6 +169,8 @@ class Book:
         """Firings of this tick in rule order; finished rules leave the book."""
         if pc:
             self.prev_close[sym] = pc
+        else:
+            pc = self.prev_close.get(sym)
         plan = self._plans.get(sym)
         if plan is None:
             if sym not in self.by_symbol:
@@ -181,29 +184,36 @@ class Book:
                 if not rules:
                     return []
                 plan = self._plans[sym] = Plan(rules)
-        pc = self.prev_close.get(sym)
         hits: list[tuple[Armed, Ref]] = []
-        settle: list[Run] = []
-        fail = self._fail
+        settle: list[Run] | None = None
         for run in plan.runs:
             if run.market_hours:
                 if is_open is None:
                     is_open = self.session.is_open(t)
                 if not is_open:
                     continue  # outside the session the rule does not see the tick at all
-            if run.run(p, t, pc, vol, hits, fail):
-                settle.append(run)
-        firings = self._commit(sym, p, t, hits) if hits else []
-        for run in settle:
-            run.settle()
+            if run.run(p, t, pc, vol, hits, self._fail_rule):
+                settle = [run] if settle is None else [*settle, run]
+        if not hits:
+            if plan.has_done or self._finished:
+                self._leave(sym, t, plan)
+            return []
+        firings = self._commit(sym, p, t, hits)
+        if settle is not None:
+            for run in settle:
+                run.settle()
+        if plan.has_done or self._finished:
+            self._leave(sym, t, plan)
+        return firings
+
+    def _leave(self, sym: str, t: int, plan: Plan) -> None:
+        """Rules done at this tick (fired once, raised, or restored done) leave the book."""
         if plan.has_done:
             self._finished.extend(a for a in self.by_symbol[sym] if a.done and (
                 not a.market_hours or self.session.is_open(t)))
-        if self._finished:
-            for armed in self._finished:
-                self.remove(armed.rule.id)
-            self._finished.clear()
-        return firings
+        for armed in self._finished:
+            self.remove(armed.rule.id)
+        self._finished.clear()
 
     def _commit(self, sym: str, p: float, t: int, hits: list[tuple[Armed, Ref]]) -> list[Firing]:
         """Cooldown, frequency and ``fired`` for the rules whose condition held, in rule order."""
