@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -16,7 +16,15 @@ from proto import keys
 from proto.runtime import Stats
 from tests.notify.apiserver import Answer, ApiServer, serving
 from tests.notify.channels import deliver, settings
-from tests.notify.conftest import dead_letters, make_alert, make_user
+from tests.notify.conftest import (
+    NotifierProc,
+    dead_letters,
+    make_alert,
+    make_user,
+    pending_count,
+    publish,
+    wait_until,
+)
 
 TOKEN = "123456789:AAHabcdefghijklmnopqrstuvwxyz012345"
 SEND = f"/bot{TOKEN}/sendMessage"
@@ -135,3 +143,19 @@ def test_a_burst_for_one_chat_is_paced_and_other_chats_are_not(r: redis.Redis,
     assert min(gaps) >= 0.15  # 5/s: one every 0.2 s (scheduling jitter allowed)
     assert at[555][-1] >= 0.75
     assert at[777][0] < at[555][1]  # not queued behind chat 555
+
+
+def test_the_notifier_process_takes_the_api_base_from_its_environment(
+        r: redis.Redis, api: ApiServer, notifier: Callable[..., NotifierProc]) -> None:
+    api.script[SEND] = [too_many(1)]
+    [cid] = make_user(r, "asha", {f"tgram://{TOKEN}/555": "default"}).values()
+    alert = make_alert("asha")
+    proc = notifier(STORMALERT_NOTIFY_API_BASE=json.dumps({"tgram": api.base}))
+    publish(r, alert)
+    wait_until(lambda: pending_count(r) == 0 and len(api.under(SEND)) == 2,
+               what="the 429 and the retry")
+    first, second = api.under(SEND)
+    assert second.at - first.at >= 1.0
+    assert record(r, alert.id, cid)["status"] == "sent"
+    assert proc.stop() == 0
+    assert TOKEN not in proc.log()
