@@ -19,9 +19,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -54,26 +55,42 @@ def fingerprint(armed: Armed) -> str:
 
 
 @functools.cache
-def _slots(cls: type) -> tuple[str, ...]:
-    return tuple(name for c in cls.__mro__ for name in getattr(c, "__slots__", ()))
+def _slots(cls: type) -> tuple[tuple[str, ...], Callable[[Any], Any]]:
+    """A class's slot names and one getter of all their values (a C call, not a loop)."""
+    names = tuple(name for c in cls.__mro__ for name in getattr(c, "__slots__", ()))
+    getter = operator.attrgetter(*names) if names else (lambda _ev: ())
+    return names, (getter if len(names) != 1 else lambda ev: (getter(ev),))
 
 
 def rule_state(armed: Armed) -> dict[str, Any]:
-    """The rule's state as plain values (deques as lists); not yet checked to be JSON."""
+    """The rule's state (deques stay deques: ``dumps`` writes them as lists); not yet
+    checked to be JSON."""
     ev = armed.evaluator
-    missing = _MISSING
-    state = {}
-    for name in _slots(type(ev)):
-        value = getattr(ev, name, missing)
-        if value is not missing:
-            state[name] = list(value) if type(value) is deque else value
+    names, values_of = _slots(type(ev))
+    try:
+        state = dict(zip(names, values_of(ev), strict=True))
+    except AttributeError:  # a slot left unset: leave it out
+        missing = _MISSING
+        state = {name: value for name in names
+                 if (value := getattr(ev, name, missing)) is not missing}
     return {"fp": fingerprint(armed), "last_fire_t": armed.last_fire_t, "done": armed.done,
             "ev": state}
 
 
+def _as_json(value: Any) -> Any:
+    if type(value) is deque:
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps(value: Any) -> bytes:
+    """JSON of a state, its deques as lists."""
+    return orjson.dumps(value, default=_as_json)
+
+
 def snapshot(armed: Armed) -> bytes:
     try:
-        return orjson.dumps(rule_state(armed))
+        return dumps(rule_state(armed))
     except TypeError as exc:
         raise CheckpointError(f"rule {armed.rule.id}: state is not JSON: {exc}") from exc
 
@@ -113,16 +130,16 @@ def _document(book: Book, bars: BarBuilder) -> bytes:
     rules = {rule_id: rule_state(armed) for rule_id, armed in book.by_id.items()}
     doc = {"v": FORMAT, "rules": rules, "bars": _bars_state(bars), "pc": book.prev_close}
     try:
-        return orjson.dumps(doc)
+        return dumps(doc)
     except TypeError:
         for rule_id in list(rules):
             try:
-                orjson.dumps(rules[rule_id])
+                dumps(rules[rule_id])
             except TypeError as exc:
                 log.warning("rule %s: state is not JSON (%s); it would start over after a "
                             "crash", rule_id, exc)
                 del rules[rule_id]
-        return orjson.dumps(doc)
+        return dumps(doc)
 
 
 def restore_book(book: Book, bars: BarBuilder, saved: Mapping[str, bytes]) -> int:

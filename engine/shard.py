@@ -162,7 +162,12 @@ class Shard:
         """Write a checkpoint inline (the shard waits); raises Fenced, redis errors."""
         self.flush()
         started = time.perf_counter()
-        self.ckpt.write(self.r, self._encode(), self._unacked)
+        gc.disable()  # the document's 50k small dicts would set off collections meanwhile
+        try:
+            doc = self._encode()
+        finally:
+            gc.enable()
+        self.ckpt.write(self.r, doc, self._unacked)
         self._unacked = []
         self.rt.stats.inc("checkpoints")
         self.rt.stats.gauges["checkpoint_inline_ms"] = round(

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from engine.book import Book
-from engine.checkpoint import EPOCH_FIELD, STATE_FIELD, decode, rule_state
+from engine.checkpoint import EPOCH_FIELD, STATE_FIELD, decode, dumps, rule_state
 from engine.checkpointer import Checkpointer
 from engine.shard import EngineSettings, Shard
 from proto import bus, keys, store
@@ -102,7 +102,7 @@ def test_the_child_writes_the_state_at_the_fork_while_the_parent_goes_on(world, 
     assert pending_ids(world) == second
     assert not set(first) & set(pending_ids(world))
     doc = saved_state(redis_url)
-    assert doc is not None and doc["rules"] == orjson.loads(orjson.dumps(
+    assert doc is not None and doc["rules"] == orjson.loads(dumps(
         {i: rule_state(a) for i, a in reference.by_id.items()}))
 
     # A crash now, then a new incarnation: restore, redo the second half.
