@@ -18,7 +18,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 import apprise
 import orjson
 import requests
+from apprise.plugins import base as apprise_base
 from apprise.plugins import telegram, twilio, whatsapp
 
 from notify.pacing import Limit
@@ -207,6 +209,51 @@ def apply_api_base(plugin: Any, scheme: str, api_base: Mapping[str, str]) -> Non
         setattr(plugin, attribute, base.rstrip("/") + path)
 
 
+class _DeliveredTargets:
+    """Targets of a channel (Telegram chats, phone numbers) that accepted a message, kept
+    across our tries of it so a retry after a partial failure skips them.
+
+    Apprise's plugins skip the targets in its ``_delivery_tracker`` context variable, which
+    its own retrying dispatcher sets and we bypass; we set it to one set per (channel,
+    message) for as long as that message is being retried. It is a private name of apprise:
+    without it, a retry goes to every target again, as it did before.
+    """
+
+    def __init__(self, max_messages: int = 4096) -> None:
+        self._max = max_messages
+        self._sets: OrderedDict[tuple[str, str, str], set[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._var = getattr(apprise_base, "_delivery_tracker", None)
+
+    @contextmanager
+    def tracking(self, channel: Channel, message: Message) -> Iterator[Callable[[], None]]:
+        """Within the block, apprise records and skips delivered targets; call the yielded
+        function when the whole message went out (nothing left to retry)."""
+        key = (channel.url, message.title, message.body)
+        with self._lock:
+            delivered: set[Any] = self._sets.pop(key, set())
+        done = False
+
+        def finished() -> None:
+            nonlocal done
+            done = True
+
+        token = self._var.set(delivered) if self._var is not None else None
+        try:
+            yield finished
+        finally:
+            if token is not None:
+                self._var.reset(token)  # type: ignore[union-attr]
+            if delivered and not done:
+                with self._lock:
+                    self._sets[key] = delivered
+                    while len(self._sets) > self._max:
+                        self._sets.popitem(last=False)
+
+
+_TARGETS = _DeliveredTargets()
+
+
 def warm_up() -> None:
     """Load apprise's plugin registry now (about 0.3 s) rather than on the first alert."""
     apprise.Apprise.instantiate("json://localhost")
@@ -244,8 +291,11 @@ def send_blocking(channel: Channel, message: Message, timeout_s: float,
     if fitted.html and channel.scheme in HTML_SCHEMES:
         # Apprise mails HTML as multipart/alternative, its plain part converted from it.
         body, body_format = fitted.html, apprise.NotifyFormat.HTML
-    with _WARNINGS.collect() as (problems, answers):
+    with _WARNINGS.collect() as (problems, answers), \
+            _TARGETS.tracking(channel, fitted) as finished:
         ok = plugin.notify(body=body, title=fitted.title, body_format=body_format)
+        if ok:
+            finished()
     if ok:
         return SendOutcome(True)
     reason = "; ".join(dict.fromkeys(problems)) or "apprise reported failure"

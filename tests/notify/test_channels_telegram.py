@@ -159,3 +159,18 @@ def test_the_notifier_process_takes_the_api_base_from_its_environment(
     assert record(r, alert.id, cid)["status"] == "sent"
     assert proc.stop() == 0
     assert TOKEN not in proc.log()
+
+
+def test_a_retry_after_a_partial_failure_goes_only_to_the_chats_that_missed_it(
+        r: redis.Redis, redis_url: str, api: ApiServer) -> None:
+    """One channel, two chats: the first accepts, the second answers 500; the retry must
+    not send the alert to the first chat again."""
+    api.script[SEND] = [Answer(200), Answer(500, b'{"ok": false}')]
+    [cid] = make_user(r, "asha", {f"tgram://{TOKEN}/111/222": "default"}).values()
+    alert = make_alert("asha")
+    assert deliver(settings(redis_url, {"tgram": api.base},
+                            notify_pace_tgram_chat_per_s=100.0), [alert]) == [True]
+    chats = [hit.json()["chat_id"] for hit in api.under(SEND)]
+    assert chats == [111, 222, 222]
+    rec = record(r, alert.id, cid)
+    assert (rec["status"], rec["attempts"]) == ("sent", 2)
