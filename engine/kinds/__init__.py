@@ -53,7 +53,8 @@ BUILTIN = _builtin_table(
 
 # Built-in evaluator classes with a loop of their own; every other class (plug-ins, checked
 # through a subclass, are never in it) goes through ``Run``, which calls ``step``.
-RUNS: dict[type, Callable[[list[Any]], Run]] = {**classic_runs.RUNS, **levels.RUNS}
+RUNS: dict[type, Callable[[list[Any]], Run]] = {**classic_runs.RUNS, **levels.RUNS,
+                                                **averages.RUNS}
 
 
 def run_for(cls: type) -> Callable[[list[Any]], Run]:

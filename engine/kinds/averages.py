@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from engine.kinds.runs import Fail, Hits, Run
 from proto.rulekinds import API_VERSION, Ref, RuleKind
 from proto.rulekinds.builtin import MaCrossParams, RsiParams
 
@@ -197,6 +198,35 @@ def _describe_rsi(params: RsiParams, symbol: str, p: float, ref: Ref) -> str:
     return (f"{symbol} RSI({params.period}) crossed {side} {ref['threshold']:g}: "
             f"{ref['prev_rsi']:.2f} -> {ref['rsi']:.2f} at a 1-minute close of "
             f"{ref['close']:g} (now {p:g})")
+
+
+class OnBarCloseRun(Run):
+    """``OnBarClose.step`` over one symbol's bar strategies: a tick within the open bar (most
+    ticks) costs a minute comparison and a store, without a call; ``on_close`` at a close."""
+
+    __slots__ = ()
+
+    def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
+        self.ticks += 1
+        minute = t // MINUTE_MS
+        quiet = self.quiet
+        for i, ev in enumerate(self.evs):
+            try:
+                if minute <= ev.minute:  # the open bar's minute, or a late tick
+                    ev.close = p
+                    continue
+                closed, had_bar = ev.close, ev.minute != NO_BAR
+                ev.close, ev.minute = p, minute
+                if had_bar:
+                    ref = ev.on_close(closed)
+                    if ref is not None and t >= quiet[i]:
+                        hits.append((self.arms[i], ref))
+            except Exception:
+                fail(self.arms[i])
+        return False
+
+
+RUNS = {SmaCross: OnBarCloseRun, EmaCross: OnBarCloseRun, Rsi: OnBarCloseRun}
 
 
 KINDS: tuple[RuleKind[Any], ...] = (

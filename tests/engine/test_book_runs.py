@@ -92,6 +92,10 @@ KINDS: dict[str, Any] = {
     "volume_spike": st.fixed_dictionaries({"window_s": st.just(1), "factor": st.just(1.5),
                                            "baseline_windows": st.just(2)}),
     "sma_cross": st.fixed_dictionaries({"fast": st.just(2), "slow": st.just(3)}),
+    "ema_cross": st.fixed_dictionaries({"fast": st.just(2), "slow": st.just(3)}),
+    "rsi": st.fixed_dictionaries({"period": st.just(2), "above": st.just(60.0),
+                                  "below": st.just(40.0)}),
+    "orb": st.fixed_dictionaries({"minutes": st.sampled_from([1, 3])}),
 }
 
 
@@ -108,7 +112,7 @@ def rule_jsons(draw: st.DrawFn) -> dict[str, Any]:
 
 
 TICK = st.tuples(st.sampled_from(SYMBOLS), st.integers(-3, 3),
-                 st.sampled_from([0, 1, 500, 1000, 3000, 20_000]),
+                 st.sampled_from([0, 1, 500, 1000, 3000, 20_000, 61_000]),
                  st.sampled_from([None, None, 99.0, 101.0]), st.integers(0, 50))
 
 
