@@ -150,7 +150,8 @@ class Simulator:
         self.index_of_symbol = {inst.symbol: i for i, inst in enumerate(instruments)}
         self.exchanges = {inst.exchange for inst in instruments}
         self.sessions: set[KiteSession] = set()
-        self.upstox = UpstoxSide(instruments, market)
+        self.upstox = UpstoxSide(instruments, market, self.options.hours, self.options.clock,
+                                 self.faults)
         self._dumps: dict[str | None, bytes] = {}
         self._background: set[asyncio.Task[None]] = set()
 
