@@ -143,8 +143,8 @@ IntArray = npt.NDArray[np.int64]
 class FrameBuilder:
     """Frames for many instruments at once, in whatever mode each is subscribed in.
 
-    Depth is drawn at send time (random quantities around the last price), so the market
-    keeps no book for the Kite side."""
+    Depth is drawn at send time (random quantities around the last price): the market's
+    lazily drawn book is the Upstox side's, and most Kite packets are not full ones."""
 
     def __init__(self, ticks: npt.ArrayLike, index_flags: npt.ArrayLike, seed: int) -> None:
         self._ticks = np.asarray(ticks, np.int64)
