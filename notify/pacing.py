@@ -4,7 +4,11 @@ The core is pure: ``reserve`` books the next send on a bucket and says how long 
 wait; tokens may go negative, so concurrent callers queue in the order they booked.
 ``pause`` makes every later booking wait until a given moment (a 429's ``retry_after``).
 ``Pacer`` keeps the buckets of one process and sleeps on the event loop, so a burst for one
-chat spreads out while sends on other keys go at once.
+chat spreads out while sends on other keys go at once. Limits are per process: two notifiers
+sending to one chat each keep their own pace. A paced send keeps its alert's slot in the
+consumer loop (``notify_concurrency``) while it waits, so a burst to one chat longer than
+the slots would hold up other alerts: storm control (``notify_max_per_minute``) keeps
+bursts per user well below that.
 """
 
 from __future__ import annotations
