@@ -115,6 +115,12 @@ def _wait_count(count: Synchronized[int], target: int, timeout_s: float) -> None
         time.sleep(0.002)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(r: redis.Redis, count: Synchronized[int], n: int) -> float:
     base = count.value
     pipe = r.pipeline(transaction=False)
@@ -148,7 +154,9 @@ def latency(r: redis.Redis, count: Synchronized[int], n: int, rate_per_s: float,
 
 
 def bench_notifier(url: str, hook: str, count: Synchronized[int],
-                   n: int) -> tuple[float, dict[float, list[float]]]:
+                   n: int) -> tuple[float, float, dict[float, list[float]]]:
+    """Burst deliveries/s, the notifier's CPU µs per delivery in the burst (what it costs,
+    whatever else the shared machine runs), and the latencies per steady rate."""
     r = redis.Redis.from_url(url, decode_responses=True)
     r.flushdb()
     store.add_user(r, "bench", "bench-password")
@@ -160,10 +168,12 @@ def bench_notifier(url: str, hook: str, count: Synchronized[int],
         while not r.exists(keys.heartbeat("notify")):
             time.sleep(0.05)
         time.sleep(0.5)  # group created, first read blocking
+        cpu_before_s = cpu_s(proc.pid)
         rate = throughput(r, count, n)
+        cpu_us = (cpu_s(proc.pid) - cpu_before_s) / n * 1e6
         latencies = {steady: latency(r, count, int(steady * LATENCY_S), steady, cid)
                      for steady in STEADY_RATES}
-        return rate, latencies
+        return rate, cpu_us, latencies
     finally:
         proc.terminate()
         proc.wait(10)
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             embedded = None if url else EmbeddedRedis(Path(tmp), appendonly=False).start()
             try:
-                rate, latencies = bench_notifier(
+                rate, cpu_us, latencies = bench_notifier(
                     url or embedded.url, hook, count, n)  # type: ignore[union-attr]
             finally:
                 if embedded:
@@ -251,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sink.terminate()
     print(f"# delivery benchmark on {machine()}")
-    print(f"notifier, 1 json:// channel per alert, burst of {n}: {rate:,.0f} deliveries/s")
+    print(f"notifier, 1 json:// channel per alert, burst of {n}: {rate:,.0f} deliveries/s, "
+          f"{cpu_us:,.0f} us CPU each ({1e6 / cpu_us:,.0f} per CPU-second)")
     for steady, ms in latencies.items():
         print(f"notifier, {len(ms)} alerts at {steady:,.0f}/s: alert->delivered "
               f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
