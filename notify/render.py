@@ -66,6 +66,12 @@ def format_ref_value(name: str, value: float) -> str:
     return format_price(value)
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: a plug-in's message may hold control characters or
+    line breaks, which would break a line-based message and read differently in HTML."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
 def kind_label(kind: str) -> str:
     """A plug-in kind without a label reads as its name in words (``gap_up``: "gap up")."""
     return KIND_LABELS.get(kind) or kind.replace("_", " ").strip() or "alert"
@@ -96,8 +102,9 @@ def render(alert: Alert, dashboard_url: str = "") -> Message:
         f"{alert.sym}: {label} ({alert.kind})",
         f"Price: {format_price(alert.ltp)}",
     ]
-    if alert.msg:
-        lines.append(f"Why: {alert.msg}")
+    why = one_line(alert.msg)
+    if why:
+        lines.append(f"Why: {why}")
     if alert.ref:
         lines.append(f"Reference: {format_ref(alert.ref)}")
     lines.append(f"Time: {format_ist(alert.ts)}")

@@ -184,3 +184,19 @@ def test_a_digest_reads_as_a_digest() -> None:
         "12 alerts beyond your limit per minute.", "By symbol: NSE:INFY 10",
         "Time: 22 Nov 2024 09:45:03.250 IST", "https://dash.example/"]
     assert policy.DIGEST_KIND == DIGEST_KIND
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_any_message_reads_the_same_in_the_emails_plain_part(msg: str) -> None:
+    """Whatever a plug-in puts in its message (markup, control characters, line breaks),
+    the email's plain part (apprise's conversion of our HTML) is our plain body."""
+    m = render(alert(msg=msg), "https://dash.example")
+    assert convert_between(NotifyFormat.HTML, NotifyFormat.TEXT, m.html) == m.body
+    lines = m.body.splitlines()
+    # Header, price, reference, time, latency, rule, link: and "Why" unless msg was blank.
+    assert len(lines) == (8 if msg.strip() and lines[2].startswith("Why: ") else 7)
+
+
+def test_a_message_is_one_printable_line() -> None:
+    m = render(alert(msg="line one\nline\ttwo\x1b[31m  red\x00"))
+    assert "Why: line one line two [31m red" in m.body.splitlines()
