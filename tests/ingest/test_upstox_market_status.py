@@ -23,8 +23,7 @@ from ingest.sim.market import Market
 from ingest.sim.upstox_server import UpstoxSide
 from proto import MarketDataFeedV3_pb2 as pb
 from proto import keys
-from tests.ingest.procs import wait_for
-from tests.ingest.sim_wired import running_wired_sim
+from tests.ingest.procs import running_sim, wait_for
 from tests.ingest.test_upstox_ingest import GOOD, NAMED, finish, start_upstox_ingest
 
 
@@ -71,7 +70,7 @@ def test_sim_side_reports_per_segment() -> None:
 
 def test_redis_status_follows_the_sim_through_the_morning(r: redis.Redis,
                                                          redis_url: str) -> None:
-    with running_wired_sim("--symbols", "200", "--rate", "300", "--seed", "11",
+    with running_sim("--symbols", "200", "--rate", "300", "--seed", "11",
                            "--upstox-token", GOOD, "--market-hours", "nse",
                            "--clock", "2024-01-05T09:07:50+05:30",
                            "--nse-session", "09:08:04-15:30") as sim:

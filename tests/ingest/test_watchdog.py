@@ -17,8 +17,7 @@ import redis
 
 from proto import keys
 from proto.events import Tick, decode_ticks
-from tests.ingest.procs import heartbeat, start_ingest, stop, wait_for
-from tests.ingest.sim_wired import running_wired_sim
+from tests.ingest.procs import heartbeat, running_sim, start_ingest, stop, wait_for
 from tests.ingest.test_upstox_ingest import GOOD, NAMED, start_upstox_ingest
 
 SHARDS = 3
@@ -53,7 +52,7 @@ def feed(request: pytest.FixtureRequest) -> Feed:
 @pytest.fixture
 def stalling_sim(request: pytest.FixtureRequest) -> Iterator[str]:
     every_s, for_s = request.param
-    with running_wired_sim("--symbols", "200", "--rate", "2000", "--seed", "11",
+    with running_sim("--symbols", "200", "--rate", "2000", "--seed", "11",
                            "--upstox-token", GOOD, "--stall-every", str(every_s),
                            "--stall-for", str(for_s)) as url:
         yield url
