@@ -93,9 +93,16 @@ class Firing:
     msg: str
 
 
+# A kind's own loop pays for its run (an object, its tuples, a call per tick) from this many
+# rules of the kind on a symbol; fewer go to one plain run of the symbol, which calls ``step``
+# for each (measured: 100k rules over 9000 symbols, every kind on every symbol).
+MIN_RUN = 4
+
+
 class Plan:
-    """How one symbol's rules are evaluated: one run per (evaluator class, market-hours flag),
-    built from the rules' state when the symbol next ticks after a change to its rules."""
+    """How one symbol's rules are evaluated: one run per evaluator class and market-hours flag
+    with ``MIN_RUN`` rules or more, one plain run for the rest; built from the rules' state
+    when the symbol next ticks after a change to its rules."""
 
     __slots__ = ("has_done", "next_expiry_ms", "runs")
 
@@ -103,7 +110,16 @@ class Plan:
         groups: dict[tuple[type, bool], list[Armed]] = {}
         for armed in rules:
             groups.setdefault((type(armed.evaluator), armed.market_hours), []).append(armed)
-        self.runs = tuple(run_for(cls)(arms) for (cls, _market_hours), arms in groups.items())
+        runs: list[Run] = []
+        pooled: dict[bool, list[Armed]] = {}  # by market-hours flag
+        for (cls, market_hours), arms in groups.items():
+            make = run_for(cls)
+            if make is Run or len(arms) < MIN_RUN:
+                pooled.setdefault(market_hours, []).extend(arms)
+            else:
+                runs.append(make(arms))
+        runs.extend(Run(arms) for arms in pooled.values())
+        self.runs = tuple(runs)
         self.next_expiry_ms = min((a.expires_at for a in rules if a.expires_at is not None),
                                   default=math.inf)
         # A rule can only be done here if a checkpoint said so; it leaves at its next tick.

@@ -17,24 +17,42 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 from engine.book import Book
 from proto.rules import Rule, parse_rule
 from tests.bench.common import machine
 
-KINDS = [
+KindMix = list[tuple[str, Callable[[float], dict[str, Any]]]]
+
+# The first five kinds. Rule i has kind i % 5 and symbol i % 9000, so with 9000 symbols each
+# symbol's rules are of one kind (as in the figures reported so far); --mix all gives every
+# symbol rules of several kinds.
+KINDS: KindMix = [
     ("cross_above", lambda p: {"level": round(p * 1.01, 2)}),
     ("cross_below", lambda p: {"level": round(p * 0.99, 2)}),
     ("change_pct", lambda p: {"pct": 3}),
     ("trailing_pct", lambda p: {"pct": 1}),
     ("window_pct", lambda p: {"pct": 1, "window_s": 300}),
 ]
+ALL_KINDS: KindMix = [*KINDS,
+    ("above", lambda p: {"level": round(p * 1.01, 2)}),
+    ("below", lambda p: {"level": round(p * 0.99, 2)}),
+    ("channel", lambda p: {"low": round(p * 0.99, 2), "high": round(p * 1.01, 2)}),
+    ("volume_spike", lambda p: {"window_s": 60, "factor": 3}),
+    ("sma_cross", lambda p: {"fast": 5, "slow": 20}),
+    ("ema_cross", lambda p: {"fast": 9, "slow": 21}),
+    ("rsi", lambda p: {"period": 14, "above": 70, "below": 30}),
+    ("orb", lambda p: {"minutes": 15}),
+]
 
 
-def make_rules(n_rules: int, symbols: list[str], base: dict[str, float]) -> list[Rule]:
+def make_rules(n_rules: int, symbols: list[str], base: dict[str, float],
+               kinds: KindMix = KINDS) -> list[Rule]:
     return [parse_rule({"id": f"r{i}", "symbol": (sym := symbols[i % len(symbols)]),
-                        "kind": KINDS[i % len(KINDS)][0],
-                        "params": KINDS[i % len(KINDS)][1](base[sym]), "cooldown_s": 60},
+                        "kind": kinds[i % len(kinds)][0],
+                        "params": kinds[i % len(kinds)][1](base[sym]), "cooldown_s": 60},
                        user="bench") for i in range(n_rules)]
 
 
@@ -93,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rules", type=int, default=100_000)
     p.add_argument("--symbols", type=int, default=9000)
     p.add_argument("--ticks", type=int, default=300_000)
+    p.add_argument("--mix", choices=("classic", "all"), default="classic",
+                   help="the first five kinds (default) or every built-in kind")
     args = p.parse_args(argv)
+    kinds = ALL_KINDS if args.mix == "all" else KINDS
     print(f"# engine book benchmark on {machine()}")
     symbols = [f"NSE:S{i}" for i in range(args.symbols)]
     ticks = make_ticks(symbols, args.ticks)
     base = {sym: p for sym, p, _t in ticks[: len(symbols)]}
     rss_before = rss_mib()
-    rules = make_rules(args.rules, symbols, base)
+    rules = make_rules(args.rules, symbols, base, kinds)
     book = Book()
     for rule in rules:
         book.put(rule)
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     per_symbol = max(1, args.rules // args.symbols)
     one = [symbols[0]]
     small_book = Book()
-    for rule in make_rules(per_symbol, one, base):
+    for rule in make_rules(per_symbol, one, base, kinds):
         small_book.put(rule)
     small, small_fired = run_book(small_book, make_ticks(one, args.ticks // 3,
                                                          step_ms=args.symbols))
