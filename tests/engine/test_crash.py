@@ -2,10 +2,12 @@
 written by the crashed and the restarted shard together are exactly those an uninterrupted
 evaluation of the same ticks makes (same ids, each once)."""
 
+import os
 import random
 import signal
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -55,15 +57,22 @@ def expected_alert_ids(r) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("kills", [1, 3])
-def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, kills):
-    r.hset(keys.INSTRUMENTS, mapping={s: orjson.dumps({"tok": "1"}) for s in SYMBOLS})
+def seed(r, idle_rules: int = 0) -> None:
+    """The rules, and ``idle_rules`` more on symbols that never tick: they only make every
+    checkpoint bigger (its child lives longer)."""
+    idle = [f"NSE:IDLE{i}" for i in range(idle_rules)]
+    r.hset(keys.INSTRUMENTS, mapping={s: orjson.dumps({"tok": "1"}) for s in SYMBOLS + idle})
     store.add_user(r, "alice", "correct horse")
     for body in RULES:
         store.add_rule(r, parse_rule(body, user="alice"))
+    for i, sym in enumerate(idle):
+        store.add_rule(r, parse_rule({"id": f"idle{i}", "symbol": sym, "kind": "window_pct",
+                                      "params": {"pct": 1, "window_s": 60}}, user="alice"))
     r.xgroup_create(keys.ticks(0), keys.ENGINE_GROUP, id="0", mkstream=True)
+
+
+def start_feeder(r) -> threading.Thread:
     entries = make_entries(1500, 20)
-    env = {"STORMALERT_ENGINE_CHECKPOINT_S": "0.3"}
 
     def feed():
         for i in range(0, len(entries), 25):
@@ -75,13 +84,12 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, 
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    for n in range(kills):
-        proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url,
-                     tmp_path / f"engine-{n}.log", env=env)
-        time.sleep(0.8 + 0.4 * n)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    feeder.join()
+    return feeder
+
+
+def finish_and_compare(r, redis_url, tmp_path, env) -> None:
+    """A last shard processes everything; the alerts of all incarnations together are
+    exactly those of an uninterrupted evaluation."""
     proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url,
                  tmp_path / "engine-last.log", env=env)
     try:
@@ -99,3 +107,55 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, 
     assert len(expected) > 100  # the ticks do make alerts, before and after the kills
     assert len(got) == len(set(got)), "an alert was written twice"
     assert sorted(got) == sorted(expected)
+
+
+ENV = {"STORMALERT_ENGINE_CHECKPOINT_S": "0.3"}
+
+
+@pytest.mark.parametrize("kills", [1, 3])
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, kills):
+    seed(r)
+    feeder = start_feeder(r)
+    for n in range(kills):
+        proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url,
+                     tmp_path / f"engine-{n}.log", env=ENV)
+        time.sleep(0.8 + 0.4 * n)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    feeder.join()
+    finish_and_compare(r, redis_url, tmp_path, ENV)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="needs /proc/PID/task/TID/children (Linux)")
+def test_kill_9_while_the_checkpoint_child_writes(r, redis_url, tmp_path):
+    """The shard is killed each time its checkpoint child is at work: the child dies with
+    it (or has committed whole), and nothing is lost or doubled."""
+    seed(r, idle_rules=2000)
+    feeder = start_feeder(r)
+    writers = []
+    for n in range(3):
+        proc = spawn(["engine", "--shard", "0", "--shards", "1"], redis_url,
+                     tmp_path / f"engine-{n}.log", env=ENV)
+        time.sleep(1.0 + 0.3 * n)  # into the stream, past the start-up checkpoint
+        writers += wait_for(lambda p=proc: children(p.pid), timeout_s=30, what="a checkpoint child")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    wait_for(lambda: not any(alive(w) for w in writers), timeout_s=5,
+             what="the checkpoint children to die with their shards")
+    feeder.join()
+    finish_and_compare(r, redis_url, tmp_path, ENV)
