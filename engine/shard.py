@@ -140,8 +140,8 @@ class Shard:
         """Checkpoint the state as of now and ack the entries it covers: in a forked child
         when it can, else inline. Alerts and bars of those entries are written first."""
         self.reap_checkpoint()
-        if self.ckpt.child is not None:
-            return  # the previous one is still being written
+        if self.ckpt.child is not None or self.ckpt.fenced:
+            return  # the previous one is still being written, or this shard is stopping
         self.flush()
         self.book.removed.clear()  # the document holds only the rules in the book
         acks, self._unacked = self._unacked, []
