@@ -2,6 +2,20 @@
 (frequency, cooldown, expiry), and the per-symbol facts rules need (previous close).
 
 Pure: ticks in, firings out. The shard loop and replay both drive it.
+
+``Armed.on_tick`` is the definition of one rule at one tick. The book gets the same firings,
+in the order the rules were put, more cheaply: a symbol's rules are grouped into *runs*
+(``engine.kinds.runs``: one loop per kind, a sorted index for ``above``/``below``, shared
+deques for ``window_pct``), expiry and the session are checked once per symbol, and
+cooldowns are applied to the few rules whose condition held. A tick reads the evaluators of
+its symbol's rules and not the ``Armed`` objects (``Armed.dirty`` is derived from a run's
+tick count), since with 100k rules nearly every object read is a cache miss.
+
+Rule state stays in the evaluators' slots and ``Armed`` fields, where the checkpoint reads
+and restores it. The runs are built from that state when a symbol ticks after a change to
+its rules; whoever changes rule state from outside after the symbol ticked (a restore into
+a running book) calls ``Book.invalidate``. ``tests/engine/test_book_runs.py`` checks the
+book against the per-rule loop.
 """
 
 from __future__ import annotations
@@ -127,7 +141,7 @@ class Plan:
 
 
 def _seq(hit: tuple[Armed, Ref]) -> int:
-    return hit[0].seq
+    return hit[0].seq  # runs append hits in their own order; firings go in rule order
 
 
 class Book:

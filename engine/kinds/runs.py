@@ -1,17 +1,19 @@
-"""How the rule book evaluates the rules of one symbol that share a kind: one tight loop per
-group of rules instead of a chain of method calls per rule (the cost of a tick is mostly the
-interpreter's call overhead, not the arithmetic).
+"""How the rule book evaluates a symbol's rules: in *runs*, one tight loop over a group of
+rules instead of a chain of method calls per rule. With 100k rules a tick's cost is the
+interpreter's call overhead and the cache misses of every object it reads, not arithmetic.
 
-A *run* holds the armed rules (``engine.book.Armed``) of one symbol, one evaluator class and
-one market-hours flag, and evaluates them at a tick: it does what ``Evaluator.step`` does to
-each rule's state (the state stays in the evaluator's slots, where the checkpoint reads it),
-sets ``Armed.dirty`` when that state may have changed, and appends ``(armed, ref)`` for every
-rule whose condition holds. The book then applies cooldown, frequency and ``fired`` to those
-hits in rule order, exactly as ``Armed.on_tick`` does for one rule.
+A run holds armed rules (``engine.book.Armed``) of one symbol with one market-hours flag and
+evaluates them at a tick: it does to each rule's state what ``Evaluator.step`` does (the
+state stays in the evaluator's slots, where the checkpoint reads it), counts the tick (from
+which ``Armed.dirty`` follows) and appends ``(armed, ref)`` for every rule whose condition
+holds and whose cooldown allows a firing. The book then applies cooldown, frequency and
+``fired`` to those hits in rule order, exactly as ``Armed.on_tick`` does for one rule, and
+calls ``settle`` on runs whose structure follows the rules' state.
 
-Every kind has a run: ``Generic`` calls ``step`` (plug-ins, and built-ins whose step is long
-enough that the call does not matter); kinds with a one-line step have a loop of their own
-in their module, registered in ``engine.kinds.RUNS`` under their exact evaluator class.
+``Run`` itself calls ``step``: it serves plug-ins, kinds without a loop of their own, and
+kinds with few rules on the symbol (``engine.book.MIN_RUN``), in one run per symbol. Kinds
+with a loop of their own register it in their module's ``RUNS`` under their exact evaluator
+class (a plug-in's checked subclass is never there), gathered in ``engine.kinds.RUNS``.
 """
 
 from __future__ import annotations
@@ -96,5 +98,3 @@ class Run:
     def settle(self) -> None:
         """After the book applied ``fired`` to this tick's firings: follow their new state."""
 
-
-Generic = Run
