@@ -31,12 +31,22 @@ def connect(url: str, *, blocking: bool = False) -> redis.Redis:
     )
 
 
-def aconnect(url: str) -> aredis.Redis:
-    """An asyncio client; no socket timeout, so cancellation of blocked reads is prompt."""
-    return aredis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=None, socket_connect_timeout=5.0,
+ASYNC_MAX_CONNECTIONS = 100
+ASYNC_POOL_WAIT_S = 30.0
+
+
+def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredis.Redis:
+    """An asyncio client; no socket timeout, so cancellation of blocked reads is prompt.
+
+    The pool waits for a free connection (up to ``ASYNC_POOL_WAIT_S``) instead of refusing
+    the call: redis-py's default pool raises "Too many connections" past its limit, which
+    turned a burst of concurrent deliveries into failed writes and resends."""
+    pool = aredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S,
+        decode_responses=True, socket_timeout=None, socket_connect_timeout=5.0,
         health_check_interval=30,
     )
+    return aredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 
 
 def check(r: redis.Redis, url: str) -> None:
