@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             await worker.run(settings, r)
         except* worker.FatalIngestError as group:
-            failure.extend(str(e) for e in group.exceptions)
+            failure.extend(str(e) for e in leaves(group))
         finally:
             await r.aclose()
 
@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest: {failure[0]}", file=sys.stderr)
         return 1
     return code
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of a group, nested groups flattened (a fatal error raised two task
+    groups deep would otherwise print as the generic "unhandled errors" line)."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 if __name__ == "__main__":
