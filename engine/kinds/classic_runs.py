@@ -141,14 +141,18 @@ class WindowPctRun(Run):
     def share(self) -> None:
         """Make rules with equal windows hold the same deques; order rules by shared deques."""
         lead_of: dict[tuple[Any, ...], Any] = {}
+        lead_by_deques: dict[tuple[int, int], Any] = {}  # rules already sharing: no key
         rank: dict[int, int] = {}  # id of a lead evaluator -> its group's place
         ranks = []
         for ev in self.evs:
-            try:
-                key = (ev.span_ms, tuple(ev.lows), tuple(ev.highs))
-                lead = lead_of.setdefault(key, ev)
-            except TypeError:  # entries restored as lists are not hashable: not shared
-                lead = ev
+            lead = lead_by_deques.get((id(ev.lows), id(ev.highs)))
+            if lead is None:
+                try:
+                    key = (ev.span_ms, tuple(ev.lows), tuple(ev.highs))
+                    lead = lead_of.setdefault(key, ev)
+                except TypeError:  # entries restored as lists are not hashable: not shared
+                    lead = ev
+                lead_by_deques[id(ev.lows), id(ev.highs)] = lead
             if lead is not ev:
                 ev.lows, ev.highs = lead.lows, lead.highs
             ranks.append(rank.setdefault(id(lead), len(rank)))
