@@ -36,6 +36,7 @@ class Hit:
     body: dict[str, Any]
     at: float
     held: bool = False  # arrived while the gate was closed: answered only once it opened
+    answered: bool = False  # the whole answer was written
 
     def alert_id(self) -> str:
         """The alert id in the message's dashboard link (its last line), or a digest's id
@@ -78,9 +79,9 @@ def webhook() -> Iterator[Webhook]:
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             held = self.path.startswith("/gate") and not hook.gate.is_set()
+            hit = Hit(self.path, dict(self.headers), orjson.loads(raw), time.monotonic(), held)
             with hook.lock:
-                hook.hits.append(Hit(self.path, dict(self.headers), orjson.loads(raw),
-                                     time.monotonic(), held))
+                hook.hits.append(hit)
             if self.path.startswith("/slow"):
                 time.sleep(hook.slow_s)
             if held:
@@ -93,6 +94,8 @@ def webhook() -> Iterator[Webhook]:
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+                self.wfile.flush()
+                hit.answered = True
             except OSError:  # a held request whose sender was killed meanwhile
                 self.close_connection = True
 
@@ -246,20 +249,28 @@ def settled(r: redis.Redis) -> bool:
     return pending_count(r) == 0 and lag == 0 and r.zcard(keys.DIGESTS_DUE) == 0
 
 
-def kill_at_the_gate(webhook: Webhook, proc: NotifierProc, after_hits: int = 0,
+def kill_at_the_gate(webhook: Webhook, proc: NotifierProc, r: redis.Redis,
+                     cids: dict[str, str], after_hits: int = 0,
                      held: Callable[[Hit], bool] = lambda _hit: True) -> None:
     """kill -9 ``proc`` while its sends are piled up at the webhook's closed gate.
 
-    Requests answered before the gate closed had their records written (the notifier gets
-    half a second for it); requests held at the gate are answered only after the kill, to a
-    dead sender, which therefore never learned they arrived: the one case where a receiver
-    may see a message twice, and no sender can avoid it. Tests count held hits apart.
+    ``cids``: the channel id of each gated path. Before the kill, every request that got
+    through the gate has been answered and its delivery record says ``sent``, so the sender
+    knows of it; requests held at the gate are answered only after the kill, to a dead
+    sender, which therefore never learned they arrived: the one case where a receiver may
+    see a message twice, which no sender can avoid. Tests count held hits apart.
     The kill waits for ``after_hits`` requests, then for a held one that ``held`` accepts."""
     wait_until(lambda: len(webhook.hits) >= after_hits, timeout_s=30, what="sends before kill")
     webhook.gate.clear()
     wait_until(lambda: any(h.held and held(h) for h in webhook.hits), timeout_s=30,
                what="sends held at the gate")
-    time.sleep(0.5)
+
+    def known_to_sender(hit: Hit) -> bool:
+        raw = r.hget(keys.delivery(hit.alert_id()), cids[hit.path])
+        return hit.answered and raw is not None and orjson.loads(raw)["status"] == "sent"  # type: ignore[arg-type]
+
+    wait_until(lambda: all(h.held or known_to_sender(h) for h in webhook.at("/gate")),
+               timeout_s=30, what="every answered send recorded by the sender")
     proc.kill()
     webhook.gate.set()
 

@@ -45,7 +45,9 @@ def test_kill_9_in_a_burst_of_1000_alerts(r: redis.Redis, webhook: Webhook,
     # receiver to keep up on a loaded two-core machine (2 s was not, every few runs).
     env = {"STORMALERT_NOTIFY_MAX_PER_MINUTE": "0", "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "10"}
     first = notifier(**env)
-    kill_at_the_gate(webhook, first, after_hits=BURST // 2)
+    kill_at_the_gate(webhook, first, r, {"/gate/one": cids[webhook.url("/gate/one")],
+                                         "/gate/two": cids[webhook.url("/gate/two")]},
+                     after_hits=BURST // 2)
     before_restart = len(webhook.hits)
     assert before_restart < 2 * BURST  # the kill did come in the middle
     second = notifier(**env)

@@ -112,7 +112,9 @@ def test_storm_control_off_and_default_limit(r: redis.Redis, webhook: Webhook,
 
 def test_kill_during_a_storm_loses_nothing_and_sends_nothing_twice(
         r: redis.Redis, webhook: Webhook, notifier: Start) -> None:
-    make_user(r, "gita", {webhook.url("/gate/a"): "default", webhook.url("/gate/b"): "default"})
+    urls = {path: webhook.url(path) for path in ("/gate/a", "/gate/b")}
+    made = make_user(r, "gita", {url: "default" for url in urls.values()})
+    cids = {path: made[url] for path, url in urls.items()}
     store.set_prefs(r, "gita", max_per_minute=5)
     storm = [make_alert("gita", at=minute_start_us(m) + i * 10_000)
              for m in (5, 4, 3, 2) for i in range(100)]
@@ -120,9 +122,10 @@ def test_kill_during_a_storm_loses_nothing_and_sends_nothing_twice(
         publish(r, alert)
     env = {**GRACE, "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "6"}  # see test_burst
     first = notifier(**env)
-    kill_at_the_gate(webhook, first, after_hits=8)  # alerts sent alone in flight
+    kill_at_the_gate(webhook, first, r, cids, after_hits=8)  # alerts sent alone in flight
     second = notifier(**env)
-    kill_at_the_gate(webhook, second, held=lambda hit: hit.alert_id().startswith("digest:"))
+    kill_at_the_gate(webhook, second, r, cids,
+                     held=lambda hit: hit.alert_id().startswith("digest:"))
     assert r.zcard(keys.DIGESTS_DUE) > 0
     third = notifier(**env)
     wait_until(lambda: settled(r), timeout_s=60, what="everything delivered after restarts")
