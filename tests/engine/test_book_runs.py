@@ -273,3 +273,17 @@ def test_window_rules_sharing_deques_fire_as_alone(steps) -> None:
         run_both(ops)
     finally:
         WindowPctRun.SHARE_EVERY = every
+
+
+def test_state_restored_into_a_running_book_counts_after_invalidate() -> None:
+    """The runs are built from rule state when a symbol ticks; a restore after that (not what
+    the shard does: it restores before its first tick) is seen once the book rebuilds them."""
+    book = Book()
+    for n in range(4):  # enough for the level index, whatever MIN_RUN is
+        book.put(parse_rule({"id": f"a{n}", "symbol": SYMBOLS[0], "kind": "above",
+                             "params": {"level": 100 + n}}))
+    assert len(book.on_tick(SYMBOLS[0], 110, 0, None)) == 4  # all fire, none ready now
+    assert book.on_tick(SYMBOLS[0], 111, 1, None) == []
+    book.by_id["a0"].evaluator.ready = True  # as checkpoint.restore would set it
+    book.invalidate()
+    assert [f.rule.id for f in book.on_tick(SYMBOLS[0], 112, 2, None)] == ["a0"]
