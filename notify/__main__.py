@@ -27,7 +27,8 @@ from proto.settings import load
 
 PROCESS = "notify"
 COUNTERS = ("alerts", "sent", "failed", "skipped_duplicate", "retries", "dead", "poison",
-            "no_channel", "acked", "claimed", "redis_errors", "folded", "digests")
+            "no_channel", "acked", "claimed", "redis_errors", "folded", "digests", "paced",
+            "test_messages")
 
 DESCRIPTION = "Deliver alerts from sa:alerts to users' channels (apprise)."
 

@@ -12,26 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import redis
 
-from notify import webhook
-from notify.policy import parse_digest_id
-from notify.records import delivery_log
-from notify.render import Message, format_ist
-from notify.send import Channel, SendOutcome, send_blocking, warm_up
+from notify.deliver import Deliverer
+from notify.render import format_ist
+from notify.send import Channel, SendOutcome, warm_up
 from notify.settings import NotifySettings
-from proto import bus, keys, store
+from notify.testmsg import send_test
+from proto import bus, delivery, store
+from proto.delivery import NotFound
+from proto.runtime import Stats
 from proto.settings import load
 
-SCAN_PAGE = 1000
-
-
-class NotFound(store.StoreError):
-    """Nothing stored under the name asked for."""
+__all__ = ["NotFound", "channel_test", "main"]
 
 
 # A test message ------------------------------------------------------------------------
@@ -58,82 +54,18 @@ def channel_test(r: redis.Redis, s: NotifySettings, name: str, only: str | None)
 
 async def _send_each(channels: list[Channel], name: str,
                      s: NotifySettings) -> list[SendOutcome]:
-    """One try per channel, all at once, by the path ``Deliverer`` takes: webhooks through
-    ``notify.webhook``, every other scheme through apprise in a thread of its own (a dead
-    channel's timeout does not delay the others)."""
-    webhooks = webhook.WebhookSender(len(channels))
-    loop = asyncio.get_running_loop()
-    timeout_s = s.notify_send_timeout_s
-
-    async def one(channel: Channel, pool: ThreadPoolExecutor) -> SendOutcome:
-        message = Message(title="StormAlert test message",
-                          body=f"Test message for {name} on {channel.label()} "
-                               f"({channel.tag!r}). Alerts will reach you here.")
-        if webhook.handles(channel.url):
-            return await webhooks.send(channel, message, timeout_s)
-        return await loop.run_in_executor(pool, send_blocking, channel, message, timeout_s,
-                                          s.notify_api_base)
-
+    """One try per channel, all at once, through ``Deliverer.send_once``: the notifier's
+    own send path (a dead channel's timeout does not delay the others)."""
+    ar = bus.aconnect(s.redis_url)
+    deliverer = Deliverer(s, ar, Stats("notify-admin"))
     try:
-        with ThreadPoolExecutor(len(channels)) as pool:
-            return list(await asyncio.gather(*(one(c, pool) for c in channels)))
+        return list(await asyncio.gather(*(send_test(deliverer, name, c) for c in channels)))
     finally:
-        await webhooks.aclose()
+        await deliverer.aclose()
+        await ar.aclose()
 
 
-# The delivery log ----------------------------------------------------------------------
-
-
-def find_alert(r: redis.Redis, alert_id: str) -> dict[str, str] | None:
-    """The newest ``sa:alerts`` entry with this alert id (newest first, page by page)."""
-    for _eid, fields in _newest_first(r):
-        if fields.get("id") == alert_id:
-            return fields
-    return None
-
-
-def _newest_first(r: redis.Redis) -> Any:
-    upper = "+"
-    while True:
-        page: Any = r.xrevrange(keys.ALERTS, max=upper, min="-", count=SCAN_PAGE)
-        yield from page
-        if len(page) < SCAN_PAGE:
-            return
-        upper = "(" + page[-1][0]
-
-
-def delivery(r: redis.Redis, alert_id: str, user: str) -> dict[str, Any]:
-    """What the notifier recorded for one alert, channels shown safely."""
-    raw: Any = r.hgetall(keys.delivery(alert_id))
-    folded, records = delivery_log(raw)
-    channels = {c["id"]: c for c in store.list_channels(r, user)} if user else {}
-    rows = []
-    for cid, rec in sorted(records.items()):
-        known = channels.get(cid)
-        rows.append({"channel": store.redact(known["url"]) if known else f"?:{cid}",
-                     "tag": known["tag"] if known else "", "status": rec.status,
-                     "attempts": rec.attempts, "error": rec.error,
-                     "latency_ms": rec.latency_ms, "at": rec.at})
-    out: dict[str, Any] = {"id": alert_id, "folded_into": folded or None, "deliveries": rows}
-    try:
-        digest_user, window = parse_digest_id(alert_id)
-    except ValueError:
-        return out
-    items: Any = r.lrange(keys.user_digest_items(digest_user, window), 0, -1)
-    out["digest_of"] = [orjson.loads(item)["id"] for item in items]
-    return out
-
-
-def alert_report(r: redis.Redis, alert_id: str) -> dict[str, Any]:
-    fields = find_alert(r, alert_id)
-    user = fields["user"] if fields else ""
-    if not user and alert_id.startswith("digest:"):
-        user = alert_id.split(":")[1]
-    report = {"alert": fields, **delivery(r, alert_id, user)}
-    if fields is None and not report["deliveries"] and not report["folded_into"] \
-            and not report.get("digest_of"):
-        raise NotFound(f"no alert {alert_id!r} (nothing in {keys.ALERTS} nor a delivery record)")
-    return report
+# The delivery log (read by proto.delivery) ----------------------------------------------
 
 
 def show_text(report: dict[str, Any]) -> str:
@@ -172,19 +104,14 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def list_alerts(r: redis.Redis, user: str | None, last: int) -> list[dict[str, Any]]:
-    found = []
-    for _eid, fields in _newest_first(r):
-        if user is None or fields.get("user") == user:
-            found.append({"alert": fields, **delivery(r, fields.get("id", ""),
-                                                      fields.get("user", ""))})
-            if len(found) >= last:
-                break
-    return found
+    return [{"alert": fields, **delivery.run(r, delivery.read_delivery(
+                fields.get("id", ""), fields.get("user", "")))}
+            for fields in delivery.run(r, delivery.newest_alerts(user, last))]
 
 
 def cmd_alerts(r: redis.Redis, args: argparse.Namespace) -> None:
     if args.alerts_cmd == "show":
-        report = alert_report(r, args.id)
+        report = delivery.run(r, delivery.alert_report(args.id))
         print(orjson.dumps(report).decode() if args.json else show_text(report))
         return
     if args.user is not None:

@@ -190,7 +190,7 @@ class Deliverer:
                 self.stats.inc("skipped_duplicate")
                 return
             started = time.monotonic()
-            outcome = await self._send_once(channel, message)
+            outcome = await self.send_once(channel, message)
             if outcome.ok:
                 await self._record_sent(alert, channel, attempts, started)
                 return
@@ -227,7 +227,9 @@ class Deliverer:
             wait_s = (winner.lease_until_ms - time.time_ns() // 1_000_000) / 1000
             await asyncio.sleep(min(max(wait_s, 0.05), 1.0))
 
-    async def _send_once(self, channel: Channel, message: Message) -> SendOutcome:
+    async def send_once(self, channel: Channel, message: Message) -> SendOutcome:
+        """One try on one channel, by the path alerts take; never raises (a failure is an
+        outcome, its error scrubbed of URL parts). Test messages are sent through it too."""
         timeout_s = self.s.notify_send_timeout_s
         if self._webhooks is not None and webhook.handles(channel.url):
             try:

@@ -1,27 +1,24 @@
-"""Delivery records (the idempotency log) and the dead-letter stream.
+"""Delivery records (the idempotency log) and the dead-letter stream: the writing side.
 
-``keys.delivery(alert_id)`` is a hash: channel id -> JSON
-``{status: pending|sent|failed, attempts, error, latency_ms, at, owner, lease_until_ms}``
-(``at``: epoch µs of the last update, like the alert's own ``at``; ``latency_ms``: from the
-alert's ``at`` to the moment the channel accepted it). An alert storm control or quiet hours
-folded into a digest has the field ``folded`` -> the digest's alert id instead.
-
-Every write goes through one script that never downgrades ``sent`` and never takes a
-channel another live notifier is sending on (its ``pending`` lease has not run out), so two
-notifiers holding the same alert id send it once.
+The record format and its readers are ``proto.delivery`` (the admin command and the dashboard
+read them too). Every write goes through one script that never downgrades ``sent`` and never
+takes a channel another live notifier is sending on (its ``pending`` lease has not run out),
+so two notifiers holding the same alert id send it once.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import redis.asyncio as aredis
 
 from proto import keys
+from proto.delivery import FOLDED_FIELD, Record, delivery_log
 from proto.events import Alert, Fields
+
+# Re-exported: the notifier's modules take the record format from here.
+__all__ = ["FOLDED_FIELD", "Record", "Records", "alert_dead_fields", "dead_fields",
+           "dead_letter", "delivery_log", "now_us"]
 
 # KEYS[1] delivery hash; ARGV: channel id, new record JSON, owner, now ms, ttl s.
 # Returns {1, ""} when written, {0, current JSON} when refused.
@@ -43,36 +40,6 @@ return {1, ''}
 """
 
 DEAD_MAX_AGE_MS = keys.ALERTS_MAX_AGE_DAYS * 24 * 3600 * 1000
-FOLDED_FIELD = "folded"  # not a channel id: those are 12 hex digits
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    status: str
-    attempts: int = 0
-    error: str = ""
-    latency_ms: float | None = None
-    at: int = 0
-    owner: str = ""
-    lease_until_ms: int = 0
-
-    def to_json(self) -> str:
-        return orjson.dumps({
-            "status": self.status, "attempts": self.attempts, "error": self.error,
-            "latency_ms": self.latency_ms, "at": self.at, "owner": self.owner,
-            "lease_until_ms": self.lease_until_ms,
-        }).decode()
-
-    @classmethod
-    def from_json(cls, raw: str) -> Record:
-        try:
-            d: dict[str, Any] = orjson.loads(raw)
-            return cls(status=str(d.get("status", "")), attempts=int(d.get("attempts", 0)),
-                       error=str(d.get("error", "")), latency_ms=d.get("latency_ms"),
-                       at=int(d.get("at", 0)), owner=str(d.get("owner", "")),
-                       lease_until_ms=int(d.get("lease_until_ms", 0)))
-        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
-            return cls(status="unreadable")
 
 
 def now_us() -> int:
@@ -100,14 +67,6 @@ class Records:
             args=[cid, record.to_json(), self._owner, time.time_ns() // 1_000_000,
                   keys.DELIVERY_TTL_S])
         return None if int(written) else Record.from_json(current)
-
-
-def delivery_log(raw: dict[str, str]) -> tuple[str, dict[str, Record]]:
-    """The ``keys.delivery`` hash as (digest id the alert was folded into or '', channel id
-    -> Record)."""
-    folded = raw.get(FOLDED_FIELD, "")
-    return folded, {cid: Record.from_json(value) for cid, value in raw.items()
-                    if cid != FOLDED_FIELD}
 
 
 def dead_fields(base: Fields, reason: str, **extra: str) -> Fields:

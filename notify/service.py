@@ -27,6 +27,7 @@ from notify.deliver import TRANSIENT, Deliverer, backoff_s
 from notify.digest import DigestFlusher, Policy
 from notify.records import dead_fields, dead_letter
 from notify.settings import NotifySettings
+from notify.testmsg import TestRequests
 from proto import keys
 from proto.bus import Entry, aensure_group, aread_group
 from proto.events import Alert, CodecError, Fields
@@ -49,6 +50,7 @@ class Notifier:
         self.deliverer = deliverer
         self.policy = policy or Policy(settings, r)
         self.flusher = flusher or DigestFlusher(settings, r, stats, deliverer)
+        self.tests = TestRequests(settings, r, stats, deliverer)  # the dashboard's button
         self.held: set[str] = set()  # entry ids read or claimed and not yet finished
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._running: set[asyncio.Task[None]] = set()
@@ -64,6 +66,7 @@ class Notifier:
             keepalive = tg.create_task(self._keepalive(), name="notify keepalive")
             # Digests are flushed even before the group is ready: they need no stream.
             tg.create_task(self.flusher.run(stop), name="notify digests")
+            tg.create_task(self.tests.run(stop), name="notify test messages")
             try:
                 await self._until_ready(stop)
                 await self._own_pending(tg, stop)

@@ -13,6 +13,12 @@ ALERTS = "sa:alerts"
 ALERTS_DEAD = "sa:alerts:dead"
 RULE_CHANGES = "sa:rules:changes"
 
+# Test-message requests from the dashboard to the notifier: fields ``id`` (request id),
+# ``user``, ``at_ms``. The notifier reads it in its group ``notify`` and answers in
+# ``notify_test(user, id)``.
+NOTIFY_TESTS = "sa:notify:tests"
+NOTIFY_TESTS_MAXLEN = 1000
+
 # Consumer groups
 ENGINE_GROUP = "engine"
 NOTIFY_GROUP = "notify"
@@ -85,6 +91,17 @@ def user_digest_items(name: str, window: str) -> str:
 # Sorted set of digests waiting to be delivered: member ``digest:USER:WINDOW`` (the digest's
 # alert id), score = epoch ms when it is due, or until when a notifier holds it.
 DIGESTS_DUE = "sa:digests:due"
+
+
+NOTIFY_TEST_TTL_S = 600
+
+
+def notify_test(name: str, request_id: str) -> str:
+    """Hash of one test-message request of a user and its outcome: ``requested_ms`` (set by
+    the web), then by the notifier ``picked_ms``, ``channels`` (how many), ``ch:CHANNEL_ID``
+    -> JSON {channel (scheme:id), tag, ok, error} per channel as each finishes, ``done_ms``.
+    Expires after ``NOTIFY_TEST_TTL_S``."""
+    return f"sa:user:{{{name}}}:test:{request_id}"
 
 
 BARS_MAXLEN = 5 * 375  # five NSE sessions of one-minute bars
