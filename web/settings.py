@@ -26,3 +26,6 @@ class WebSettings(BaseSettings):
     # Live updates: quotes are pushed at most this often; a silent stream gets a heartbeat.
     quotes_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_interval_s: float = Field(default=15.0, gt=0)
+    # The test-message page says no notifier is running when none picked the request up
+    # within this time.
+    test_message_wait_s: float = Field(default=10.0, gt=0)

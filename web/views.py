@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -40,8 +41,19 @@ def ist_datetime(epoch_ms: int) -> str:
         timespec="milliseconds")
 
 
+def ist_full(epoch_ms: int) -> str:
+    """``DD Mon YYYY HH:MM:SS.mmm IST``: the date too, for a page about one moment."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(IST)
+    return moment.strftime("%d %b %Y %H:%M:%S.") + f"{moment.microsecond // 1000:03d} IST"
+
+
 def price(value: float) -> str:
     return f"{value:,.2f}"
+
+
+def alert_href(alert_id: str) -> str:
+    """The dashboard page of an alert (the link ``notify.render.alert_link`` puts in messages)."""
+    return f"/alerts/{quote(alert_id, safe=':')}"
 
 
 def alert_view(entry_id: str, alert: Alert) -> dict[str, Any]:
@@ -49,6 +61,7 @@ def alert_view(entry_id: str, alert: Alert) -> dict[str, Any]:
     return {
         "id": entry_id,
         "alert_id": alert.id,
+        "href": alert_href(alert.id),
         "user": alert.user,
         "sym": alert.sym,
         "kind": alert.kind,

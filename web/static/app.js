@@ -60,8 +60,10 @@
     const line = el("div", "line");
     const time = el("time", "", a.time);
     time.dateTime = a.datetime;
-    line.append(time, el("strong", "sym", a.sym), el("span", "kind", a.kind),
-                el("span", "price", a.ltp));
+    const sym = el("a", "sym");
+    sym.href = a.href; // built by the server: /alerts/<id>
+    sym.append(el("strong", "", a.sym));
+    line.append(time, sym, el("span", "kind", a.kind), el("span", "price", a.ltp));
     const meta = el("p", "meta");
     if (isAdmin) meta.append(el("span", "owner", a.user), " · ");
     meta.append("tick→alert ", el("span", "lat", a.latency_ms + " ms"));
