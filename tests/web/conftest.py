@@ -15,6 +15,9 @@ from litestar.testing import TestClient
 
 from proto import keys, store
 from proto.events import Alert, Tick, quote_json
+
+# The notifier as a real process and a loopback webhook, for the test-message button.
+from tests.notify.conftest import notifier, webhook  # noqa: F401
 from web.app import create_app
 from web.settings import WebSettings
 
