@@ -1,0 +1,61 @@
+"""In a real browser: sign in, open an alert's page from its link and press the test-message
+button; a real notifier sends to a loopback webhook and the page shows the outcome.
+(Debian's chromium over the DevTools protocol, like test_browser.py: ``playwright install``
+cannot fetch a browser here; skipped when chromium is not installed.)"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from proto import keys, store
+from tests.notify.conftest import NotifierProc, Webhook, make_alert
+from tests.web.browser import CHROMIUM, Browser, chromium
+from tests.web.conftest import login
+from tests.web.server import WebServer, free_port, wait_for
+from web.session import COOKIE
+from web.views import alert_href
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
+
+STATE = "(document.getElementById('test-state') || {dataset: {}}).dataset.state || ''"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    with chromium(tmp_path / "profile", free_port()) as opened:
+        yield opened
+
+
+def test_alert_page_and_test_button(
+        redis_url: str, r: redis.Redis, users: dict[str, str], browser: Browser,
+        webhook: Webhook, notifier: Callable[..., NotifierProc], tmp_path: Path) -> None:
+    cid = store.add_channel(r, "alice", webhook.url("/hook"))
+    alert = make_alert("alice")
+    r.xadd(keys.ALERTS, alert.to_fields())  # type: ignore[arg-type]
+    notifier()
+    server = WebServer(redis_url, tmp_path).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            login(client, "alice", users["alice"])
+            cookie = client.cookies[COOKIE]
+        browser.open(f"{server.url}{alert_href(alert.id)}", {COOKIE: cookie})
+        assert wait_for(lambda: browser.evaluate(
+            "(document.querySelector('h1 .sym') || {}).textContent") == alert.sym)
+        # The notifier is up (it delivered the alert) before the button is pressed.
+        assert wait_for(lambda: len(webhook.at("/hook")) == 1, timeout_s=30)
+        browser.evaluate("document.getElementById('test-message').click()")
+        assert wait_for(lambda: browser.evaluate(STATE) == "done", timeout_s=30), (
+            browser.evaluate(STATE))
+        assert browser.evaluate("location.pathname").startswith("/test-message/")
+        results = browser.evaluate("document.getElementById('test-results').innerText")
+        assert f"json:{cid}" in results and "ok" in results
+        assert "Test message for alice" in str(webhook.at("/hook")[-1].body.get("message"))
+        assert browser.errors == []
+    finally:
+        server.kill()
