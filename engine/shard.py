@@ -101,9 +101,8 @@ class Shard:
     def load_rules(self) -> None:
         last: Any = self.r.xrevrange(keys.RULE_CHANGES, count=1)
         self.rules_cursor = last[0][0] if last else "0-0"
-        for rule in store.list_rules(self.r):
-            if self.owns(rule.symbol):
-                self.book.put(rule)
+        for rule in store.list_rules(self.r, symbol_filter=self.owns):
+            self.book.put(rule)
         self.book.removed.clear()
         log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
 

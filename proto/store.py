@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,7 +269,11 @@ def get_rule(r: redis.Redis, rule_id: str) -> Rule | None:
     return Rule.model_validate_json(body) if body else None  # type: ignore[arg-type]
 
 
-def list_rules(r: redis.Redis, user: str | None = None) -> list[Rule]:
+def list_rules(r: redis.Redis, user: str | None = None, *,
+               symbol_filter: Callable[[str], bool] | None = None) -> list[Rule]:
+    """Stored rules (of ``user``), sorted; ``symbol_filter`` skips rules of other symbols
+    before validating them (a shard of two validates half the rules: ~3.5 s of its start at
+    100k rules went into validating rules another shard owns)."""
     if user is None:
         bodies = list(r.hvals(keys.RULES))  # type: ignore[arg-type]
     else:
@@ -276,12 +281,26 @@ def list_rules(r: redis.Redis, user: str | None = None) -> list[Rule]:
         bodies = [b for b in (r.hmget(keys.RULES, ids) if ids else []) if b]  # type: ignore[union-attr]
     rules = []
     for body in bodies:
+        if symbol_filter is not None and (symbol := _stored_symbol(body)) \
+                and not symbol_filter(symbol):
+            continue
         try:
             rules.append(Rule.model_validate_json(body))
         except ValidationError as exc:  # e.g. its kind's plug-in is not installed here
             log.error("stored rule %s skipped: %s", _stored_id(body),
                       describe_validation_error(exc))
     return sorted(rules, key=lambda rule: (rule.user, rule.id))
+
+
+def _stored_symbol(body: str | bytes) -> str:
+    """The symbol of a stored rule without validating it; "" when unreadable (validation
+    then reports it, so a broken rule is never skipped silently by the filter)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    symbol = data.get("symbol") if isinstance(data, dict) else None
+    return symbol if isinstance(symbol, str) else ""
 
 
 def _stored_id(body: str | bytes) -> str:

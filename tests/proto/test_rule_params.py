@@ -72,3 +72,15 @@ def test_a_stored_rule_of_a_kind_not_installed_is_skipped_not_fatal(r, caplog):
     assert [rule.id for rule in store.list_rules(r)] == ["ok"]
     assert "stored rule gone skipped: kind: unknown kind 'uninstalled_plugin'" in caplog.text
     assert r.hexists(keys.RULES, "gone")  # kept for when the plug-in is back
+
+
+def test_list_rules_filters_by_symbol_before_validating_and_reports_unreadable_ones(r, caplog):
+    rules = {sym: parse_rule({"id": sym.split(":")[1].lower(), "symbol": sym, "kind": "above",
+                              "params": {"level": 1}}) for sym in ("NSE:INFY", "NSE:TCS")}
+    r.hset(keys.RULES, mapping={rule.id: rule.to_json() for rule in rules.values()} | {
+        "elsewhere": orjson.dumps({"id": "elsewhere", "symbol": "NSE:TCS", "kind": "nope"}),
+        "broken": b"{not json"})
+    kept = store.list_rules(r, symbol_filter=lambda symbol: symbol == "NSE:INFY")
+    assert [rule.id for rule in kept] == ["infy"]
+    assert "elsewhere" not in caplog.text  # another shard's rule: not even validated here
+    assert "stored rule ? skipped: " in caplog.text  # unreadable: validated, so reported
