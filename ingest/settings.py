@@ -75,7 +75,9 @@ class IngestSettings(BaseSettings):
     # How long a partial batch may wait for more ticks. 0: write at once what has queued;
     # batches still grow under load, from the frames that arrive while a write is in flight.
     flush_ms: float = Field(0.0, ge=0, le=5_000)
-    queue_max: int = Field(10_000, ge=1)  # frames between the sockets and the writer
+    # Ticks queued between the sockets and the writer before new frames are dropped
+    # (about 1 s of a 200k ticks/s feed).
+    queue_max_ticks: int = Field(200_000, ge=1)
     heartbeat_silence_s: float = Field(5.0, gt=0)  # reconnect after this long with no data
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)

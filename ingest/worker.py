@@ -34,7 +34,7 @@ async def run(settings: IngestSettings, r: aredis.Redis) -> None:
                     "text_order", "text_error", "text_message"):
         stats.inc(counter, 0)
     writer = TickWriter(r, stats, shards=settings.shards, batch_max=settings.batch_max,
-                        flush_ms=settings.flush_ms, queue_max=settings.queue_max)
+                        flush_ms=settings.flush_ms, queue_max_ticks=settings.queue_max_ticks)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(heartbeat_loop(name, r, stats, settings.stats_interval_s),

@@ -36,7 +36,7 @@ def running_feed(settings: IngestSettings, make: FeedFactory,
     async def main() -> None:
         r = aredis.Redis.from_url(settings.redis_url)
         writer = TickWriter(r, stats, shards=shards, batch_max=settings.batch_max,
-                            flush_ms=settings.flush_ms, queue_max=settings.queue_max)
+                            flush_ms=settings.flush_ms, queue_max_ticks=settings.queue_max_ticks)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(writer.run())

@@ -93,7 +93,7 @@ def test_writer_groups_by_shard_in_batches(r: redis.Redis, redis_url: str) -> No
     async def scenario() -> Stats:
         stats = Stats("t")
         client = bus.aconnect(redis_url)
-        writer = TickWriter(client, stats, shards=3, batch_max=7, flush_ms=1, queue_max=100)
+        writer = TickWriter(client, stats, shards=3, batch_max=7, flush_ms=1, queue_max_ticks=100)
         ticks = [tick(f"NSE:S{n % 10}", n) for n in range(100)]
         await writer.write(ticks)
         await client.aclose()
@@ -115,7 +115,7 @@ def test_writer_drops_and_counts_when_full() -> None:
     async def scenario() -> Stats:
         stats = Stats("t")
         writer = TickWriter(None, stats, shards=1, batch_max=10,  # type: ignore[arg-type]
-                            flush_ms=1, queue_max=2)
+                            flush_ms=1, queue_max_ticks=4)
         for n in range(5):
             writer.offer([tick("NSE:A", n), tick("NSE:B", n)])
         return stats
@@ -148,7 +148,7 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
         stats = Stats("t")
         offered: list[list[Tick]] = []
         writer = TickWriter(None, stats, shards=1, batch_max=1,  # type: ignore[arg-type]
-                            flush_ms=1, queue_max=10)
+                            flush_ms=1, queue_max_ticks=10)
         writer.offer = offered.append  # type: ignore[method-assign]
         async with serve(silent, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
@@ -185,3 +185,38 @@ def test_writer_entry_is_the_documented_batch_format() -> None:
     # the documented fields, in the documented order, absent optional ones left out
     assert written == [t.to_dict() for t in ticks]
     assert [list(d) for d in written] == [list(t.to_dict()) for t in ticks]
+
+
+def test_writer_takes_every_queued_frame_up_to_its_budget_in_one_pipeline(
+        r: redis.Redis, redis_url: str) -> None:
+    """A late Redis answer must not leave the writer one frame behind per round trip: what
+    queued meanwhile goes in the next pipeline, whole frames up to the tick budget."""
+    async def scenario() -> tuple[Stats, list[int]]:
+        stats = Stats("t")
+        client = bus.aconnect(redis_url)
+        writer = TickWriter(client, stats, shards=2, batch_max=50, flush_ms=0,
+                            queue_max_ticks=100_000, write_max_ticks=1_000)
+        for frame in range(30):  # 30 frames of 100 ticks queued while no write ran
+            writer.offer([tick(f"NSE:S{n % 40}", frame * 100 + n) for n in range(100)])
+        sizes = []
+        while writer.queued:
+            before = writer.queued
+            await writer.write(await writer._collect())
+            sizes.append(before - writer.queued)
+        await client.aclose()
+        return stats, sizes
+
+    stats, sizes = asyncio.run(scenario())
+    assert sizes == [1000, 1000, 1000]
+    assert stats.counters["written"] == 3000 and stats.gauges["queued"] == 0
+    assert sum(len(decode_ticks(f)) for i in range(2) for _, f in r.xrange(keys.ticks(i))) == 3000
+
+
+def test_writer_queue_is_bounded_in_ticks_not_frames() -> None:
+    stats = Stats("t")
+    writer = TickWriter(None, stats, shards=1, batch_max=10,  # type: ignore[arg-type]
+                        flush_ms=0, queue_max_ticks=1_000)
+    writer.offer([tick("NSE:A", n) for n in range(900)])
+    writer.offer([tick("NSE:B", n) for n in range(200)])  # would pass 1000: dropped whole
+    writer.offer([tick("NSE:C", n) for n in range(100)])  # fits exactly
+    assert writer.queued == 1_000 and stats.counters["drops"] == 200
