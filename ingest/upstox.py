@@ -96,8 +96,8 @@ def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> li
     inline: each submessage access makes a upb wrapper (~0.1 µs), so the loop takes each one
     once; the map is iterated by key because ``items()`` is the pure-Python Mapping mixin,
     twice the cost of ``feeds[key]``; after a market full feed the next is taken for one too,
-    which one ``HasField`` on its (possibly stub) ``fullFeed`` confirms; an empty depth or bar
-    list is rarer than a full one, hence ``IndexError``."""
+    which a non-zero price confirms (stubs read 0), else the exact ``HasField`` path decides;
+    an empty depth or bar list is rarer than a full one, hence ``IndexError``."""
     fallback_ms = msg.currentTs or recv_us // 1000
     get_sym = symbols.get
     ticks: list[Tick] = []
@@ -107,15 +107,21 @@ def _ticks(msg: pb.FeedResponse, recv_us: int, symbols: Mapping[str, str]) -> li
     for key in feeds:
         feed = feeds[key]
         sym = get_sym(key) or f"UPSTOX:{key}"
-        # feed.fullFeed is a stub when unset: its HasField then says False.
-        if not (expect_full or feed.HasField("fullFeed")) \
-                or not (full := feed.fullFeed).HasField("marketFF"):
-            expect_full = False
-            _append_other(append, feed, key, sym, fallback_ms, recv_us)
-            continue
-        expect_full = True
-        ff = full.marketFF
-        c = ff.ltpc
+        # feed.fullFeed and its marketFF are stubs when unset, whose ltp reads 0: a price
+        # stands for "a market full feed" without a HasField per feed; a zero price (never
+        # sent by a live market, but possible) takes the exact path below.
+        if expect_full:
+            ff = feed.fullFeed.marketFF
+            c = ff.ltpc
+            if not c.ltp:
+                expect_full = False
+        if not expect_full:
+            if not (feed.HasField("fullFeed") and (full := feed.fullFeed).HasField("marketFF")):
+                _append_other(append, feed, key, sym, fallback_ms, recv_us)
+                continue
+            expect_full = True
+            ff = full.marketFF
+            c = ff.ltpc
         try:
             best = ff.marketLevel.bidAskQuote[0]
         except IndexError:

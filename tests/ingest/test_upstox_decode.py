@@ -190,3 +190,30 @@ def test_instrument_keys_are_unique_and_well_formed() -> None:
             assert wire.isin_check_digit(ident[:11]) == ident[11]
     for real in wire.REAL_ISINS.values():
         assert wire.isin_check_digit(real[:11]) == real[11]
+
+
+def test_a_market_full_feed_with_a_zero_price_among_other_kinds_reads_like_the_sdk() -> None:
+    """The fast path takes a non-zero price as "a market full feed"; a zero one, and the
+    index, ltpc and empty feeds between full feeds, must still read exactly like the SDK."""
+    msg = pb.FeedResponse(type=pb.live_feed, currentTs=1_732_000_000_500)
+    for n, kind in enumerate(["full", "zero", "index", "full", "ltpc", "full", "none", "zero"]):
+        feed = msg.feeds[f"NSE_EQ|K{n}"]
+        if kind in ("full", "zero"):
+            ff = feed.fullFeed.marketFF
+            ff.ltpc.ltt, ff.ltpc.cp = 1_732_000_000_000 + n, 100.0 + n
+            ff.ltpc.ltp = 0.0 if kind == "zero" else 101.5 + n
+            ff.marketLevel.bidAskQuote.add(bidQ=5, bidP=99.5 + n, askQ=7, askP=102.0 + n)
+            ff.marketOHLC.ohlc.add(interval="1d", open=100.0, high=110.0 + n, low=90.0)
+            ff.vtt, ff.oi = 1000 + n, 0.0
+        elif kind == "index":
+            feed.fullFeed.indexFF.ltpc.ltp = 24_000.5
+        elif kind == "ltpc":
+            feed.ltpc.ltp, feed.ltpc.cp = 55.25, 54.0
+        else:
+            feed.requestMode = pb.full_d5
+    frame = msg.SerializeToString()
+    symbols: dict[str, str] = {}
+    mine = by_tok(ours(frame, symbols))
+    assert mine == by_tok(oracle_ticks(frame, RX, symbols))
+    assert mine["NSE_EQ|K1"]["ltp"] == 0.0 and mine["NSE_EQ|K1"]["bid"] == 100.5
+    assert len(mine) == 7  # the empty feed gives no tick
