@@ -120,7 +120,7 @@ def test_kill_during_a_storm_loses_nothing_and_sends_nothing_twice(
              for m in (5, 4, 3, 2) for i in range(100)]
     for alert in storm:
         publish(r, alert)
-    env = {**GRACE, "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "6"}  # see test_burst
+    env = {**GRACE, "STORMALERT_NOTIFY_SEND_TIMEOUT_S": "12"}  # see test_burst
     first = notifier(**env)
     kill_at_the_gate(webhook, first, r, cids, after_hits=8)  # alerts sent alone in flight
     second = notifier(**env)
