@@ -35,16 +35,14 @@ from notify.policy import (
     Item,
     Window,
     digest_alert,
-    digest_id,
     due_ms,
     minute_of,
-    parse_digest_id,
     quiet_window,
     storm_window,
 )
-from notify.records import FOLDED_FIELD
 from notify.settings import NotifySettings
 from proto import keys, store
+from proto.delivery import FOLDED_FIELD, digest_id, parse_digest_id
 from proto.events import Alert
 from proto.runtime import Stats
 

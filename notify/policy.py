@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 
 from notify.render import IST, format_price
+from proto.delivery import digest_id
 from proto.events import Alert
 
 MINUTE_MS = 60_000
 DAY_MS = 24 * 60 * MINUTE_MS
 IST_OFFSET_MS = (5 * 60 + 30) * MINUTE_MS
 DIGEST_KIND = "digest"
-DIGEST_PREFIX = "digest:"
 DIGEST_REF = "Digest id: "  # the last line of a digest's text
 
 
@@ -77,19 +77,6 @@ def quiet_period(at_ms: int, quiet: tuple[int, int]) -> tuple[int, int] | None:
 def due_ms(window: Window, now_ms: int, grace_s: float) -> int:
     """When a digest may go out: its window closed and nothing was folded for ``grace_s``."""
     return max(window.closes_ms, now_ms) + int(grace_s * 1000)
-
-
-def digest_id(user: str, window: str) -> str:
-    return f"{DIGEST_PREFIX}{user}:{window}"
-
-
-def parse_digest_id(member: str) -> tuple[str, str]:
-    """(user, window) of ``digest:USER:WINDOW``; ValueError when it is not one."""
-    prefix, _, rest = member.partition(DIGEST_PREFIX)
-    user, sep, window = rest.partition(":")
-    if prefix or not sep or not user or not window:
-        raise ValueError(f"not a digest id: {member!r}")
-    return user, window
 
 
 # What a digest holds and says ----------------------------------------------------------

@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import redis
 
-from notify.policy import digest_id, digest_text
+from notify.policy import digest_text
 from notify.records import FOLDED_FIELD
 from proto import keys, store
+from proto.delivery import digest_id
 from proto.events import Alert
 from tests.notify.conftest import (
     NotifierProc,
