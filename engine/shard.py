@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import math
 import resource
 import time
 from datetime import date
@@ -39,11 +40,12 @@ RULES_POLL_S = 0.25
 CLAIM_EVERY_S = 30.0
 TRIM_EVERY_S = 60.0
 QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a second
-# Quotes written per flush at most. Building and HSETting all due quotes at once (~1250 a
-# shard at 10k ticks/s) held the shard ~5-10 ms every QUOTES_EVERY_S, and ticks arriving
-# meanwhile waited: the main part of the p99 tick→alert latency. In chunks of this size a
-# flush costs under ~1 ms more, and the ~25 flushes of a quarter second write them all.
-QUOTES_PER_FLUSH = 200
+# Quotes written per loop at most (by the flush before the blocking read, none by the flush
+# of evaluated ticks). Building and HSETting all due quotes at once (~1250 a shard at 10k
+# ticks/s) held the shard ~5-10 ms every QUOTES_EVERY_S, and ticks arriving meanwhile waited:
+# the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms, and the
+# ~25 loops of a quarter second at that rate can write 2500.
+QUOTES_PER_FLUSH = 100
 
 
 class EngineSettings(BaseSettings):
@@ -148,7 +150,7 @@ class Shard:
         self.reap_checkpoint()
         if self.ckpt.child is not None or self.ckpt.fenced:
             return  # the previous one is still being written, or this shard is stopping
-        self.flush()
+        self.flush(quotes=False)  # what the acks cover; quotes would only lengthen the pause
         self.book.removed.clear()  # the document holds only the rules in the book
         acks, self._unacked = self._unacked, []
         if self.s.engine_checkpoint_fork and self.ckpt.start(self._encode, acks):
@@ -190,13 +192,38 @@ class Shard:
             self.rt.stats.gauges["checkpoint_ms"] = round(self.ckpt.child_ms, 1)
             self.rt.stats.gauges["checkpoint_cpu_ms"] = round(self.ckpt.child_cpu_ms, 1)
             gap_s = self.ckpt.child_cpu_ms / 1000 / self.s.engine_checkpoint_max_cpu_share
-            self._next_checkpoint = max(self._next_checkpoint, self.ckpt.started + gap_s)
+            self._next_checkpoint = self._own_slot(
+                max(self._next_checkpoint, self.ckpt.started + gap_s))
         else:
             self.rt.stats.inc("checkpoint_failures")
             self._unacked.extend(acks)
         if self.ckpt.fenced:
             log.error("a newer engine-%d took over its state; stopping", self.s.shard)
             self.rt.stopping = True
+
+    def _own_slot(self, earliest: float) -> float:
+        """The first time from ``earliest`` (monotonic) that starts one of this shard's
+        checkpoint slots: wall-clock slots of ``engine_checkpoint_s / shards`` taken by the
+        shards in turn (a delay under ``engine_checkpoint_s``). Shards started together would
+        otherwise fork and write their checkpoints at the same moments: two fork pauses
+        (5-10 ms of page-table copying each) and two big state writes at once stall every
+        process on a small machine, and the tick→alert latency of both shards with them."""
+        shards = self.s.shards
+        slot_s = self.s.engine_checkpoint_s / shards
+        if shards == 1 or slot_s <= 0:
+            return earliest
+        offset_s = time.time() - time.monotonic()
+        slot = math.ceil((earliest + offset_s) / slot_s)
+        slot += (self.s.shard - slot) % shards
+        return slot * slot_s - offset_s
+
+    def _catch_up(self) -> None:
+        """Evaluate entries that arrived meanwhile (one read that does not block), so a
+        checkpoint's fork pause falls between the feed's bursts, not on one."""
+        entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
+                                 count=self.s.engine_read_count, block_ms=None)
+        if entries:
+            self.process(entries)
 
     # Ticks -----------------------------------------------------------------------------
 
@@ -225,11 +252,12 @@ class Shard:
                     alerts.extend(to_alert(f, tick, alert_id(f.rule.id, entry_id, index), at_us)
                                   for f in firings)
         self.rt.stats.inc("ticks", ticks_seen)
-        self.flush()
+        self.flush(quotes=False)  # alerts now; quotes when the loop is about to wait
 
-    def flush(self) -> None:
-        """Write evaluated alerts, closed bars and due quotes. On a Redis error they stay
-        queued and the next call writes them (both kinds of write are idempotent)."""
+    def flush(self, quotes: bool = True) -> None:
+        """Write evaluated alerts, closed bars and (with ``quotes``) a chunk of due quotes.
+        On a Redis error they stay queued and the next call writes them (every kind of
+        write is idempotent)."""
         pipe = self.r.pipeline(transaction=False)
         for alert in self._out_alerts:
             bus.publish_alert_once(pipe, alert.id, alert.to_fields())
@@ -237,7 +265,7 @@ class Shard:
             pipe.xadd(keys.bars(sym), bar.to_fields(), id=f"{bar.start}-0",  # type: ignore[arg-type]
                       maxlen=keys.BARS_MAXLEN, approximate=True)
         bars_end = len(pipe)
-        quoted = self._queue_quotes(pipe)
+        quoted = self._queue_quotes(pipe) if quotes else []
         if not len(pipe):
             return
         results = pipe.execute(raise_on_error=False)
@@ -293,7 +321,8 @@ class Shard:
             self.poll_rule_changes()
         self.reap_checkpoint()
         if now >= self._next_checkpoint and self.ckpt.child is None:
-            self._next_checkpoint = now + self.s.engine_checkpoint_s
+            self._next_checkpoint = self._own_slot(now + self.s.engine_checkpoint_s)
+            self._catch_up()
             self.checkpoint()
         if now >= self._next_claim:
             self._next_claim = now + CLAIM_EVERY_S

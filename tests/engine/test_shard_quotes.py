@@ -1,5 +1,6 @@
 """The quote cache is written in bounded chunks (engine.shard.QUOTES_PER_FLUSH a flush), so a
-quarter second's quotes do not hold the shard for milliseconds at once; every symbol still
+quarter second's quotes do not hold the shard for milliseconds at once, and none by the flush
+of evaluated ticks (their alerts go out alone); every symbol still
 ends with its newest quote, and a newer tick of a due symbol is never overwritten by an older
 one. Against a real Redis, with an in-process shard."""
 
@@ -49,7 +50,9 @@ def cached(r) -> dict[str, float]:
 
 
 def test_due_quotes_go_out_in_chunks_until_all_are_written(shard, r):
-    evaluate(shard, r, ticks(100.0, SYMBOLS))  # due at once: the first quotes of the shard
+    evaluate(shard, r, ticks(100.0, SYMBOLS))
+    assert cached(r) == {}  # evaluating writes alerts only
+    shard.flush()  # due at once: the first quotes of the shard
     assert len(cached(r)) == QUOTES_PER_FLUSH
     shard.flush()
     assert len(cached(r)) == 2 * QUOTES_PER_FLUSH
@@ -61,11 +64,13 @@ def test_due_quotes_go_out_in_chunks_until_all_are_written(shard, r):
 
 def test_a_newer_tick_of_a_due_symbol_wins(shard, r, monkeypatch):
     evaluate(shard, r, ticks(100.0, SYMBOLS))
+    shard.flush()
     assert len(cached(r)) == QUOTES_PER_FLUSH
     last = SYMBOLS[-1]  # due, not written yet; its next tick arrives before it is
     monkeypatch.setattr(shard_mod, "QUOTES_EVERY_S", 0.0)
     shard._next_quotes = 0.0
-    evaluate(shard, r, ticks(101.0, [last]))  # falls due at once, replacing the old one
+    evaluate(shard, r, ticks(101.0, [last]))
+    shard.flush()  # falls due at once, replacing the old one
     while shard._quotes_due:
         shard.flush()
     assert cached(r)[last] == 101.0
@@ -74,12 +79,14 @@ def test_a_newer_tick_of_a_due_symbol_wins(shard, r, monkeypatch):
 
 def test_quotes_stay_due_when_the_write_fails(shard, r):
     evaluate(shard, r, ticks(100.0, SYMBOLS[:3]))
+    shard.flush()
     assert cached(r) == dict.fromkeys(SYMBOLS[:3], 100.0)
     r.delete(keys.QUOTES)
     r.set(keys.QUOTES, "not a hash")  # the HSET is refused: WRONGTYPE
     shard._next_quotes = 0.0
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # the flush raises it
-        evaluate(shard, r, ticks(102.0, SYMBOLS[:3]))
+    evaluate(shard, r, ticks(102.0, SYMBOLS[:3]))
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        shard.flush()
     assert set(shard._quotes_due) == set(SYMBOLS[:3])  # kept for the next flush
     r.delete(keys.QUOTES)
     shard.flush()
