@@ -43,8 +43,8 @@ QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a
 # Quotes written per loop at most (by the flush before the blocking read, none by the flush
 # of evaluated ticks). Building and HSETting all due quotes at once (~1250 a shard at 10k
 # ticks/s) held the shard ~5-10 ms every QUOTES_EVERY_S, and ticks arriving meanwhile waited:
-# the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms, and the
-# ~25 loops of a quarter second at that rate can write 2500.
+# the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms; while
+# quotes are due the loop's read does not block, so the chunks follow each other when idle.
 QUOTES_PER_FLUSH = 100
 
 
@@ -366,9 +366,12 @@ class Shard:
                         self.start()
                         started = True
                     self.housekeeping()
+                    # With quotes still due the read does not wait: the shard writes them
+                    # a chunk a loop while no ticks are waiting, so they keep up at any rate.
+                    block_ms = None if self._quotes_due else self.s.engine_block_ms
                     entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP,
                                              self.consumer, count=self.s.engine_read_count,
-                                             block_ms=self.s.engine_block_ms)
+                                             block_ms=block_ms)
                     if entries:
                         self.process(entries)
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:

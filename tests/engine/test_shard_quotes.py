@@ -1,10 +1,12 @@
-"""The quote cache is written in bounded chunks (engine.shard.QUOTES_PER_FLUSH a flush), so a
-quarter second's quotes do not hold the shard for milliseconds at once, and none by the flush
-of evaluated ticks (their alerts go out alone); every symbol still
-ends with its newest quote, and a newer tick of a due symbol is never overwritten by an older
-one. Against a real Redis, with an in-process shard."""
+"""The quote cache is written in bounded chunks (engine.shard.QUOTES_PER_FLUSH a loop), none
+by the flush of evaluated ticks (their alerts go out alone), so a quarter second's quotes do
+not hold the shard for milliseconds at once; while quotes are due the loop does not block on
+its read. Every symbol still ends with its newest quote, and a newer tick of a due symbol is
+never overwritten by an older one. Against a real Redis, with an in-process shard."""
 
+import gc
 import signal
+import threading
 import time
 
 import orjson
@@ -31,6 +33,7 @@ def shard(r, redis_url):
     client.close()
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+    gc.unfreeze()  # Shard.start froze the heap
 
 
 def ticks(price: float, symbols: list[str]) -> list[Tick]:
@@ -91,3 +94,22 @@ def test_quotes_stay_due_when_the_write_fails(shard, r):
     r.delete(keys.QUOTES)
     shard.flush()
     assert cached(r) == dict.fromkeys(SYMBOLS[:3], 102.0)
+
+
+def test_the_loop_writes_due_quotes_without_waiting_for_ticks(shard, r):
+    """While quotes are due the loop's read does not block: ten chunks take milliseconds, not
+    ten blocking reads of engine_block_ms (200 ms) each."""
+    many = [f"NSE:M{i:04d}" for i in range(QUOTES_PER_FLUSH * 10)]
+    r.xadd(STREAM, encode_tick_batch(ticks(100.0, many)))
+    runner = threading.Thread(target=shard.run, daemon=True)
+    started = time.monotonic()
+    runner.start()
+    try:
+        while len(cached(r)) < len(many) and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        took_s = time.monotonic() - started
+    finally:
+        shard.rt.stopping = True
+        runner.join(10)
+    assert cached(r) == dict.fromkeys(many, 100.0)
+    assert took_s < 1.0, took_s  # blocking reads: at least 9 x 0.2 s
