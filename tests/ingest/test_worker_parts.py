@@ -212,6 +212,32 @@ def test_writer_takes_every_queued_frame_up_to_its_budget_in_one_pipeline(
     assert sum(len(decode_ticks(f)) for i in range(2) for _, f in r.xrange(keys.ticks(i))) == 3000
 
 
+def test_a_blocked_reader_gets_every_entry_of_one_write_at_once(
+        r: redis.Redis, redis_url: str) -> None:
+    """The engine blocks on its stream; a frame's ticks (here three entries for one shard)
+    must reach it in one read, not the first entry alone."""
+    stream = keys.ticks(0)
+    r.xgroup_create(stream, keys.ENGINE_GROUP, id="$", mkstream=True)
+
+    async def scenario() -> list[bus.Entry]:
+        reader = bus.aconnect(redis_url)
+        writer_client = bus.aconnect(redis_url)
+        writer = TickWriter(writer_client, Stats("t"), shards=1, batch_max=10, flush_ms=0,
+                            queue_max_ticks=1000)
+        read = asyncio.create_task(bus.aread_group(
+            reader, stream, keys.ENGINE_GROUP, "engine-0", count=100, block_ms=5000))
+        while not any(c.get("cmd") == "xreadgroup" for c in r.client_list()):
+            await asyncio.sleep(0.01)  # the reader is blocked now
+        await writer.write([tick(f"NSE:S{n}", n) for n in range(30)])
+        entries = await read
+        await reader.aclose()
+        await writer_client.aclose()
+        return entries
+
+    entries = asyncio.run(scenario())
+    assert [len(decode_ticks(f)) for _id, f in entries] == [10, 10, 10]
+
+
 def test_writer_queue_is_bounded_in_ticks_not_frames() -> None:
     stats = Stats("t")
     writer = TickWriter(None, stats, shards=1, batch_max=10,  # type: ignore[arg-type]
