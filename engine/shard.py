@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import math
 import resource
 import time
 from datetime import date
@@ -201,21 +200,20 @@ class Shard:
             log.error("a newer engine-%d took over its state; stopping", self.s.shard)
             self.rt.stopping = True
 
-    def _own_slot(self, earliest: float) -> float:
-        """The first time from ``earliest`` (monotonic) that starts one of this shard's
-        checkpoint slots: wall-clock slots of ``engine_checkpoint_s / shards`` taken by the
-        shards in turn (a delay under ``engine_checkpoint_s``). Shards started together would
-        otherwise fork and write their checkpoints at the same moments: two fork pauses
-        (5-10 ms of page-table copying each) and two big state writes at once stall every
-        process on a small machine, and the tick→alert latency of both shards with them."""
-        shards = self.s.shards
-        slot_s = self.s.engine_checkpoint_s / shards
-        if shards == 1 or slot_s <= 0:
-            return earliest
+    def _own_slot(self, wanted: float) -> float:
+        """The start of this shard's checkpoint slot nearest ``wanted`` (monotonic; at most
+        ``engine_checkpoint_s / 2`` off it either way, so checkpoints come no later on
+        average): wall-clock slots of ``engine_checkpoint_s / shards`` taken by the shards in
+        turn. Shards started together would otherwise fork and write their checkpoints at
+        the same moments: two fork pauses (5-10 ms of page-table copying each) and two big
+        state writes at once stall every process on a small machine, and the tick→alert
+        latency of both shards with them."""
+        shards, period_s = self.s.shards, self.s.engine_checkpoint_s
+        if shards == 1 or period_s <= 0:
+            return wanted
         offset_s = time.time() - time.monotonic()
-        slot = math.ceil((earliest + offset_s) / slot_s)
-        slot += (self.s.shard - slot) % shards
-        return slot * slot_s - offset_s
+        phase_s = self.s.shard * period_s / shards
+        return round((wanted + offset_s - phase_s) / period_s) * period_s + phase_s - offset_s
 
     def _catch_up(self) -> None:
         """Evaluate entries that arrived meanwhile (one read that does not block), so a
@@ -366,8 +364,8 @@ class Shard:
                         self.start()
                         started = True
                     self.housekeeping()
-                    # With quotes still due the read does not wait: the shard writes them
-                    # a chunk a loop while no ticks are waiting, so they keep up at any rate.
+                    # With quotes still due the read does not wait: the shard writes them a
+                    # chunk a loop whenever no ticks are waiting (its idle time).
                     block_ms = None if self._quotes_due else self.s.engine_block_ms
                     entries = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP,
                                              self.consumer, count=self.s.engine_read_count,

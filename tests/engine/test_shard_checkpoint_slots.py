@@ -41,9 +41,9 @@ def test_shards_take_checkpoint_slots_in_turn(make_shard, shards):
     for shard in range(shards):
         s = make_shard(shard, shards, engine_checkpoint_s=checkpoint_s)
         for ahead_s in (0.0, 0.3, 1.1, 2.7, 4.4):
-            earliest = now + ahead_s
-            at = s._own_slot(earliest)
-            assert earliest - 1e-6 <= at < earliest + checkpoint_s
+            wanted = now + ahead_s
+            at = s._own_slot(wanted)
+            assert abs(at - wanted) <= checkpoint_s / 2 + 1e-6  # no later on average
             slot = (at + offset_s) / slot_s
             assert math.isclose(slot, round(slot), abs_tol=1e-3)  # at a slot's start
             assert round(slot) % shards == shard
