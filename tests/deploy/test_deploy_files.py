@@ -201,17 +201,21 @@ def unknown_settings(text: str) -> set[str]:
     return set(re.findall(r"\bSTORMALERT_[A-Z0-9_]+\b", text)) - setting_names()
 
 
-def deploy_files() -> list[Path]:
-    files = [COMPOSE, COMPOSE_DIR / "stormalert.env.example", DOCKERFILE, HEALTHCHECK]
-    return files + sorted(SYSTEMD.iterdir())
+def deploy_texts() -> dict[str, str]:
+    files = [COMPOSE, COMPOSE_DIR / "stormalert.env.example", DOCKERFILE, HEALTHCHECK,
+             *sorted(SYSTEMD.iterdir())]
+    texts = {f.name: f.read_text() for f in files}
+    readme = (ROOT / "README.md").read_text()
+    texts["README.md#deploying"] = readme.partition("## Deploying")[2].partition("\n## ")[0]
+    return texts
 
 
 def test_every_stormalert_variable_in_the_deploy_files_is_a_real_setting() -> None:
-    named = {f.name: re.findall(r"\bSTORMALERT_[A-Z0-9_]+\b", f.read_text())
-             for f in deploy_files()}
-    assert sum(map(len, named.values())) >= 5  # the scan does find them
-    bad = {name: unknown_settings(f.read_text()) for name, f in
-           ((f.name, f) for f in deploy_files())}
+    texts = deploy_texts()
+    assert texts["README.md#deploying"], "README has no Deploying section"
+    named = [re.findall(r"\bSTORMALERT_[A-Z0-9_]+\b", text) for text in texts.values()]
+    assert sum(map(len, named)) >= 5  # the scan does find them
+    bad = {name: unknown_settings(text) for name, text in texts.items()}
     assert {k: v for k, v in bad.items() if v} == {}
     assert unknown_settings("STORMALERT_ENGINE_SHARDS=2 STORMALERT_SHARDS=2") == {
         "STORMALERT_ENGINE_SHARDS"}
