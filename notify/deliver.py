@@ -61,9 +61,6 @@ log = logging.getLogger(__name__)
 SendFn = Callable[[Channel, Message, float], SendOutcome]
 TRANSIENT = (redis.RedisError, ConnectionError, OSError)
 LEASE_SLACK_S = 2.0
-# Redis commands of deliveries in flight at once: redis-py's pool refuses (does not wait)
-# past its 100 connections, and the consumer loop and digests need some of them too.
-REDIS_SLOTS = 50
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rand: float) -> float:
@@ -112,7 +109,6 @@ class Deliverer:
         self.pacer = Pacer()
         self._rand = rand
         self._alerts = KeyedLock()
-        self._redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._lease_ms = int((settings.notify_send_timeout_s + LEASE_SLACK_S) * 1000)
         # Our own pool: the loop's default one has min(32, cpus + 4) threads, 6 on a 2-core
         # machine, and slow channels would queue behind each other in it.
@@ -138,7 +134,7 @@ class Deliverer:
         # other, so the second finds the first's records and sends nothing.
         async with self._alerts.hold(alert.id):
             # One round trip for both reads: at 1000 alerts/s every command counts.
-            async with self._redis_slots, self.r.pipeline(transaction=False) as pipe:
+            async with self.r.pipeline(transaction=False) as pipe:
                 pipe.hgetall(keys.user_channels(alert.user))
                 pipe.hgetall(keys.delivery(alert.id))
                 raw_channels, raw_records = await pipe.execute()
@@ -206,20 +202,17 @@ class Deliverer:
                 delay = max(delay, asked_s)
             log.info("alert %s %s: try %d failed (%s), retry in %.2fs", alert.id,
                      channel.label(), try_no, outcome.error, delay)
-            await self._write(alert, channel, Record("pending", attempts, outcome.error))
+            await self.records.write(alert.id, channel.id,
+                                     Record("pending", attempts, outcome.error))
             await asyncio.sleep(delay)
-
-    async def _write(self, alert: Alert, channel: Channel, record: Record) -> Record | None:
-        async with self._redis_slots:
-            return await self.records.write(alert.id, channel.id, record)
 
     async def _take(self, alert: Alert, channel: Channel,
                     attempts: int) -> Literal["go", "sent"]:
         """Hold the channel's lease for one try; wait while another notifier holds it."""
         while True:
             lease_until_ms = time.time_ns() // 1_000_000 + self._lease_ms
-            winner = await self._write(
-                alert, channel, Record("pending", attempts, lease_until_ms=lease_until_ms))
+            winner = await self.records.write(
+                alert.id, channel.id, Record("pending", attempts, lease_until_ms=lease_until_ms))
             if winner is None:
                 return "go"
             if winner.status == "sent":
@@ -257,7 +250,7 @@ class Deliverer:
         give_up_at = started + self._lease_ms / 1000 - 0.5
         for failures in itertools.count(1):
             try:
-                winner = await self._write(alert, channel, record)
+                winner = await self.records.write(alert.id, channel.id, record)
                 break
             except TRANSIENT as exc:
                 pause_s = backoff_s(failures, 0.05, 1.0, self._rand())
@@ -275,9 +268,8 @@ class Deliverer:
 
     async def _give_up(self, alert: Alert, channel: Channel, attempts: int, error: str) -> None:
         reason = f"{channel.scheme} channel gave up after {attempts} tries: {error}"
-        await self._write(alert, channel, Record("failed", attempts, error))
-        async with self._redis_slots:
-            await dead_letter(self.r, alert_dead_fields(alert, channel.id, reason, attempts))
+        await self.records.write(alert.id, channel.id, Record("failed", attempts, error))
+        await dead_letter(self.r, alert_dead_fields(alert, channel.id, reason, attempts))
         self.stats.inc("failed")
         self.stats.inc("dead")
         log.warning("alert %s %s: %s", alert.id, channel.label(), reason)
