@@ -89,9 +89,7 @@ class Armed:
         ref = self.evaluator.step(p, t, pc, vol)
         if ref is None:
             return None
-        last = self.last_fire_t
-        if last is not None and (t < last + self.cooldown_ms or (
-                self.per_bar and t // 60_000 == last // 60_000)):
+        if not can_fire(self, t):
             return None  # suppressed: changes no state
         self.evaluator.fired(p, t)
         self.last_fire_t = t
