@@ -18,12 +18,12 @@ import orjson
 import redis
 
 from notify.deliver import Deliverer
-from notify.render import format_ist
 from notify.send import Channel, SendOutcome, warm_up
 from notify.settings import NotifySettings
 from notify.testmsg import send_test
 from proto import bus, delivery, store
 from proto.delivery import NotFound
+from proto.display import format_ist
 from proto.runtime import Stats
 from proto.settings import load
 

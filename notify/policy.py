@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
-from notify.render import IST, format_price
+from notify.render import format_price
 from proto.delivery import digest_id
+from proto.display import IST
 from proto.events import Alert
 
 MINUTE_MS = 60_000

@@ -8,14 +8,10 @@ trims a Message to the limits a channel's apprise plugin declares.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from html import escape
-from urllib.parse import quote
 
+from proto.display import alert_path, format_ist
 from proto.events import Alert
-
-# India has had no daylight saving since 1945, so a fixed offset is exact and needs no tzdata.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 # How each engine kind reads in a title ("NSE:INFY crossed above at 1523.40"); docs/RULES.md.
 KIND_LABELS = {
@@ -77,11 +73,6 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind) or kind.replace("_", " ").strip() or "alert"
 
 
-def format_ist(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).astimezone(IST)
-    return moment.strftime("%d %b %Y %H:%M:%S.") + f"{moment.microsecond // 1000:03d} IST"
-
-
 def tick_to_alert_ms(alert: Alert) -> float | None:
     """Ingest receive to engine emit in ms; None when the timestamps cannot say."""
     if alert.rx <= 0 or alert.at < alert.rx:
@@ -90,7 +81,7 @@ def tick_to_alert_ms(alert: Alert) -> float | None:
 
 
 def alert_link(dashboard_url: str, alert_id: str) -> str:
-    return f"{dashboard_url.rstrip('/')}/alerts/{quote(alert_id, safe=':')}"
+    return dashboard_url.rstrip("/") + alert_path(alert_id)
 
 
 def render(alert: Alert, dashboard_url: str = "") -> Message:

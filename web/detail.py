@@ -20,9 +20,10 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from proto import delivery
+from proto.display import alert_path, format_ist
 from proto.events import Alert, CodecError
 from web.settings import WebSettings
-from web.views import User, alert_href, ist_datetime, ist_full, price
+from web.views import User, ist_datetime, price
 
 log = logging.getLogger("stormalert.web")
 
@@ -37,7 +38,7 @@ def delivery_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"channel": row["channel"], "tag": row["tag"], "status": row["status"],
              "attempts": row["attempts"], "error": row["error"],
              "latency": _latency(row["latency_ms"]),
-             "at": ist_full(row["at"] // 1000) if row["at"] else ""}
+             "at": format_ist(row["at"] // 1000) if row["at"] else ""}
             for row in report["deliveries"]]
 
 
@@ -53,7 +54,7 @@ def alert_part(fields: dict[str, str] | None, alert_id: str) -> dict[str, Any] |
         return None
     return {
         "rule": alert.rule, "sym": alert.sym, "kind": alert.kind, "ltp": price(alert.ltp),
-        "msg": alert.msg, "time": ist_full(alert.ts), "datetime": ist_datetime(alert.ts),
+        "msg": alert.msg, "time": format_ist(alert.ts), "datetime": ist_datetime(alert.ts),
         "latency_ms": f"{alert.latency_us() / 1000:.2f}", "channels": alert.channels,
         "ref": [{"name": name, "value": f"{value:,.4g}" if abs(value) < 1000 else price(value)}
                 for name, value in sorted(alert.ref.items())],
@@ -67,16 +68,16 @@ def detail_view(report: dict[str, Any]) -> dict[str, Any]:
     items = report.get("digest_items")
     return {
         "id": alert_id,
-        "href": alert_href(alert_id),
+        "href": alert_path(alert_id),
         "user": report["user"],
         "digest": items is not None,
         "alert": alert_part(report["alert"], alert_id),
         "deliveries": delivery_rows(report),
-        "folded_into": None if not folded else {"id": folded, "href": alert_href(folded)},
+        "folded_into": None if not folded else {"id": folded, "href": alert_path(folded)},
         "digest_of": None if items is None else [
-            {"id": item["id"], "href": alert_href(item["id"]), "sym": item["sym"],
+            {"id": item["id"], "href": alert_path(item["id"]), "sym": item["sym"],
              "kind": item["kind"], "ltp": price(item["ltp"]),
-             "time": ist_full(item["ts"]) if item["ts"] else ""}
+             "time": format_ist(item["ts"]) if item["ts"] else ""}
             for item in items],
     }
 

@@ -7,15 +7,13 @@ dicts, so both show identical text. Times are shown in IST (UTC+05:30, no daylig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
+from proto.display import IST, alert_path
 from proto.events import Alert
-
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +39,8 @@ def ist_datetime(epoch_ms: int) -> str:
         timespec="milliseconds")
 
 
-def ist_full(epoch_ms: int) -> str:
-    """``DD Mon YYYY HH:MM:SS.mmm IST``: the date too, for a page about one moment."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(IST)
-    return moment.strftime("%d %b %Y %H:%M:%S.") + f"{moment.microsecond // 1000:03d} IST"
-
-
 def price(value: float) -> str:
     return f"{value:,.2f}"
-
-
-def alert_href(alert_id: str) -> str:
-    """The dashboard page of an alert (the link ``notify.render.alert_link`` puts in messages)."""
-    return f"/alerts/{quote(alert_id, safe=':')}"
 
 
 def alert_view(entry_id: str, alert: Alert) -> dict[str, Any]:
@@ -61,7 +48,7 @@ def alert_view(entry_id: str, alert: Alert) -> dict[str, Any]:
     return {
         "id": entry_id,
         "alert_id": alert.id,
-        "href": alert_href(alert.id),
+        "href": alert_path(alert.id),
         "user": alert.user,
         "sym": alert.sym,
         "kind": alert.kind,

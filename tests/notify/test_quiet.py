@@ -16,11 +16,11 @@ import redis.asyncio as aredis
 from notify.deliver import Deliverer
 from notify.digest import DigestFlusher, Policy
 from notify.policy import IST_OFFSET_MS, quiet_period, quiet_window
-from notify.render import IST
 from notify.settings import NotifySettings
 from proto import keys, store
 from proto.bus import aconnect
 from proto.delivery import digest_id
+from proto.display import IST
 from proto.runtime import Stats
 from tests.notify.conftest import (
     NotifierProc,

@@ -16,11 +16,11 @@ from notify.render import (
     KIND_LABELS,
     Message,
     fit,
-    format_ist,
     format_price,
     render,
     wire_len,
 )
+from proto.display import format_ist
 from proto.events import Alert
 
 # 2024-11-22 04:15:03.250 UTC is 09:45:03.250 in India (UTC+05:30).

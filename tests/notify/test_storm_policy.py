@@ -13,10 +13,10 @@ import redis.asyncio as aredis
 
 from notify.digest import Policy
 from notify.policy import quiet_window, storm_window
-from notify.render import IST
 from notify.settings import NotifySettings
 from proto import keys, store
 from proto.bus import aconnect
+from proto.display import IST
 from tests.notify.conftest import make_alert, minute_start_us
 
 

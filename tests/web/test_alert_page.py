@@ -13,9 +13,9 @@ from litestar.testing import TestClient
 
 from proto import keys, store
 from proto.delivery import FOLDED_FIELD, Record
+from proto.display import alert_path as alert_href
 from proto.events import Alert
 from tests.web.conftest import login
-from web.views import alert_href
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 SECRET = "hunter2-webhook-pw"

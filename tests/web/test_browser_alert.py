@@ -14,12 +14,12 @@ import pytest
 import redis
 
 from proto import keys, store
+from proto.display import alert_path as alert_href
 from tests.notify.conftest import NotifierProc, Webhook, make_alert
 from tests.web.browser import CHROMIUM, Browser, chromium
 from tests.web.conftest import login
 from tests.web.server import WebServer, free_port, wait_for
 from web.session import COOKIE
-from web.views import alert_href
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
 
