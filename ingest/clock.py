@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from proto.display import IST
+
+__all__ = ["IST", "next_daily"]
 
 
 def next_daily(now_s: float, at: time, tz: timezone = IST) -> float:
