@@ -159,25 +159,19 @@ class FrameBuilder:
         codes = np.asarray(modes, np.int8)
         quote, full = idx[codes == MODE_QUOTE], idx[codes == MODE_FULL]
         quote_index, full_index = self._index[quote], self._index[full]
-        runs = [self._ltp(state, idx[codes == MODE_LTP]),
+        runs = [self._leading(state, idx[codes == MODE_LTP], _LTP_DT),
                 self._index_packets(state, quote[quote_index], full=False),
-                self._quote(state, quote[~quote_index]),
+                self._leading(state, quote[~quote_index], _QUOTE_DT),
                 self._index_packets(state, full[full_index], full=True),
                 self._full(state, full[~full_index])]
         return split_frames([r for r in runs if len(r)])
 
     @staticmethod
-    def _ltp(state: IntArray, idx: npt.NDArray[np.intp]) -> np.ndarray:
-        out = np.empty(len(idx), _LTP_DT)
-        out["len"] = LTP_LEN
-        out["body"] = state[idx, :2]
-        return out
-
-    @staticmethod
-    def _quote(state: IntArray, idx: npt.NDArray[np.intp]) -> np.ndarray:
-        out = np.empty(len(idx), _QUOTE_DT)
-        out["len"] = QUOTE_LEN
-        out["body"] = state[idx, :11]
+    def _leading(state: IntArray, idx: npt.NDArray[np.intp], dtype: np.dtype) -> np.ndarray:
+        """ltp and quote packets: the first columns of the full packet, as they are."""
+        out = np.empty(len(idx), dtype)
+        out["len"] = out.itemsize - 2
+        out["body"] = state[idx, :dtype["body"].shape[0]]
         return out
 
     @staticmethod
