@@ -24,7 +24,6 @@ _INDEX_FULL = struct.Struct(">6IiI")
 _QUOTE = struct.Struct(">11I")
 _FULL_HEAD = struct.Struct(">16I")
 _DEPTH = struct.Struct(">IIH2x")
-LTP_LEN = _LTP.size
 QUOTE_LEN = _QUOTE.size
 FULL_LEN = _FULL_HEAD.size + 10 * _DEPTH.size
 
