@@ -33,14 +33,7 @@ import redis.asyncio as aredis
 
 from notify import webhook
 from notify.pacing import Limit, Pacer
-from notify.records import (
-    Record,
-    Records,
-    alert_dead_fields,
-    dead_letter,
-    delivery_log,
-    now_us,
-)
+from notify.records import Records, alert_dead_fields, dead_letter, now_us
 from notify.render import Message, render
 from notify.send import (
     Channel,
@@ -53,6 +46,7 @@ from notify.send import (
 )
 from notify.settings import NotifySettings
 from proto import keys
+from proto.delivery import Record, delivery_log
 from proto.events import Alert
 from proto.runtime import Stats
 

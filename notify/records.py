@@ -13,12 +13,8 @@ import time
 import redis.asyncio as aredis
 
 from proto import keys
-from proto.delivery import FOLDED_FIELD, Record, delivery_log
+from proto.delivery import Record, delivery_log
 from proto.events import Alert, Fields
-
-# Re-exported: the notifier's modules take the record format from here.
-__all__ = ["FOLDED_FIELD", "Record", "Records", "alert_dead_fields", "dead_fields",
-           "dead_letter", "delivery_log", "now_us"]
 
 # KEYS[1] delivery hash; ARGV: channel id, new record JSON, owner, now ms, ttl s.
 # Returns {1, ""} when written, {0, current JSON} when refused.

@@ -13,12 +13,13 @@ import pytest
 import redis
 
 from notify.deliver import Deliverer, KeyedLock, backoff_s
-from notify.records import Record, Records
+from notify.records import Records
 from notify.render import Message
 from notify.send import Channel, SendOutcome, scrub
 from notify.settings import NotifySettings
 from proto import keys
 from proto.bus import aconnect
+from proto.delivery import Record
 from proto.runtime import Stats
 from tests.notify.conftest import dead_letters, make_alert, make_user
 

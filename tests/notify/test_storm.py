@@ -11,9 +11,8 @@ from collections.abc import Callable
 import redis
 
 from notify.policy import digest_text
-from notify.records import FOLDED_FIELD
 from proto import keys, store
-from proto.delivery import digest_id
+from proto.delivery import FOLDED_FIELD, digest_id
 from proto.events import Alert
 from tests.notify.conftest import (
     NotifierProc,
