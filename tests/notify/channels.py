@@ -4,10 +4,14 @@ with a service's API pointed at a loopback ApiServer through ``notify_api_base``
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
+
+import redis
 
 from notify.deliver import Deliverer
 from notify.settings import NotifySettings
+from proto import keys
 from proto.bus import aconnect
 from proto.events import Alert
 from proto.runtime import Stats
@@ -41,3 +45,8 @@ def deliver(s: NotifySettings, alerts: list[Alert], stats: Stats | None = None,
             await r.aclose()
 
     return asyncio.run(main())
+
+
+def record(r: redis.Redis, alert_id: str, cid: str) -> dict[str, object]:
+    """The delivery record of one channel of an alert."""
+    return json.loads(str(r.hget(keys.delivery(alert_id), cid)))

@@ -22,8 +22,10 @@ import pytest
 import redis
 
 from notify.policy import DIGEST_REF
+from notify.send import warm_up
 from proto import keys, store
 from proto.events import Alert
+from tests.notify.apiserver import ApiServer, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
@@ -278,3 +280,11 @@ def kill_at_the_gate(webhook: Webhook, proc: NotifierProc, r: redis.Redis,
 def answered(webhook: Webhook, prefix: str) -> Counter[str]:
     """Alert ids of the requests to ``prefix`` answered to a live sender, with counts."""
     return Counter(h.alert_id() for h in webhook.at(prefix) if not h.held)
+
+
+@pytest.fixture
+def api() -> Iterator[ApiServer]:
+    """A loopback server acting as a service's API (Telegram, WhatsApp, Twilio, webhooks)."""
+    warm_up()
+    with serving() as server:
+        yield server

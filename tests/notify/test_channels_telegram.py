@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
-import pytest
 import redis
 
-from notify.send import warm_up
-from proto import keys
 from proto.runtime import Stats
-from tests.notify.apiserver import Answer, ApiServer, serving
-from tests.notify.channels import deliver, settings
+from tests.notify.apiserver import Answer, ApiServer
+from tests.notify.channels import deliver, record, settings
 from tests.notify.conftest import (
     NotifierProc,
     dead_letters,
@@ -37,15 +34,6 @@ def too_many(retry_after_s: int) -> Answer:
         "parameters": {"retry_after": retry_after_s}}))
 
 
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    warm_up()
-    with serving() as server:
-        yield server
-
-
-def record(r: redis.Redis, alert_id: str, cid: str) -> dict[str, object]:
-    return json.loads(str(r.hget(keys.delivery(alert_id), cid)))
 
 
 def test_the_bot_api_gets_the_chat_and_the_rendered_text(r: redis.Redis, redis_url: str,

@@ -5,7 +5,6 @@ and a refused connection given up without the URL's secrets in the reason."""
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import subprocess
 import time
@@ -17,22 +16,10 @@ import redis
 
 from notify import http11
 from notify.send import warm_up
-from proto import keys
 from proto.runtime import Stats
 from tests.notify.apiserver import Answer, ApiServer, serving
-from tests.notify.channels import deliver, settings
+from tests.notify.channels import deliver, record, settings
 from tests.notify.conftest import dead_letters, free_port, make_alert, make_user
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    warm_up()
-    with serving() as server:
-        yield server
-
-
-def record(r: redis.Redis, alert_id: str, cid: str) -> dict[str, object]:
-    return json.loads(str(r.hget(keys.delivery(alert_id), cid)))
 
 
 def test_json_and_form_payloads(r: redis.Redis, redis_url: str, api: ApiServer) -> None:

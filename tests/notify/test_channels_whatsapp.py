@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import orjson
-import pytest
 import redis
 
-from notify.send import warm_up
 from proto import keys
-from tests.notify.apiserver import Answer, ApiServer, serving
+from tests.notify.apiserver import Answer, ApiServer
 from tests.notify.channels import deliver, settings
 from tests.notify.conftest import dead_letters, make_alert, make_user
 
@@ -23,12 +20,6 @@ SID = "AC0123456789abcdef0123456789abcdef"
 TWILIO_TOKEN = "abcdef0123456789abcdef0123456789"
 TWILIO_PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
 
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    warm_up()
-    with serving() as server:
-        yield server
 
 
 def status(r: redis.Redis, alert_id: str, cid: str) -> str:

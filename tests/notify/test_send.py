@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import apprise
 import pytest
@@ -27,7 +26,7 @@ from notify.send import (
 from notify.settings import NotifySettings
 from proto.bus import aconnect
 from proto.runtime import Stats
-from tests.notify.apiserver import Answer, ApiServer, serving
+from tests.notify.apiserver import Answer, ApiServer
 from tests.notify.conftest import Webhook, make_alert, make_user
 
 TG_TOKEN = "123456789:AAHabcdefghijklmnopqrstuvwxyz012345"
@@ -37,11 +36,6 @@ TG_TOKEN = "123456789:AAHabcdefghijklmnopqrstuvwxyz012345"
 def _plugins_loaded() -> None:
     warm_up()
 
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with serving() as server:
-        yield server
 
 
 def test_telegram_gets_at_most_4096_chars_with_the_link(webhook: Webhook,

@@ -4,14 +4,13 @@ plugin (``send_blocking``) and through ``notify.webhook`` to one local server, c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from notify.render import Message, render
-from notify.send import Channel, send_blocking, warm_up
+from notify.send import Channel, send_blocking
 from notify.webhook import WebhookSender, handles
-from tests.notify.apiserver import ApiServer, Request, serving
+from tests.notify.apiserver import ApiServer, Request
 from tests.notify.conftest import make_alert
 
 # Headers whose values the two senders must agree on; the rest (Accept-Encoding,
@@ -19,12 +18,6 @@ from tests.notify.conftest import make_alert
 HEADERS = ("User-Agent", "Content-Type", "Content-Length", "Authorization", "X-Token",
            "X-Env")
 
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    warm_up()
-    with serving() as server:
-        yield server
 
 
 def ours(url: str, message: Message) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,8 @@ from proto.events import Alert, Tick, quote_json
 
 # The notifier as a real process and a loopback webhook, for the test-message button.
 from tests.notify.conftest import notifier, webhook  # noqa: F401
+from tests.web.browser import Browser, chromium
+from tests.web.server import free_port
 from web.app import create_app
 from web.settings import WebSettings
 
@@ -87,3 +90,10 @@ def set_quote(r: redis.Redis, sym: str, ltp: float, pc: float | None = None) -> 
     tick = Tick(sym=sym, tok="1", src="sim", ltp=ltp, vol=1200, ts=int(time.time() * 1000),
                 rx=time.time_ns() // 1000, pc=pc)
     r.hset(keys.QUOTES, sym, quote_json(tick))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Debian's chromium, headless, with a profile of its own (tests skip without it)."""
+    with chromium(tmp_path / "profile", free_port()) as opened:
+        yield opened

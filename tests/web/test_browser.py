@@ -4,16 +4,15 @@ the server restarts it resumes the feed exactly where it stopped."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.web.browser import CHROMIUM, Browser, chromium
+from tests.web.browser import CHROMIUM, Browser
 from tests.web.conftest import add_alert, login, set_quote
-from tests.web.server import WebServer, free_port, wait_for
+from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
@@ -25,12 +24,6 @@ STATUS = "document.getElementById('status').textContent"
 def quote_row(sym: str) -> str:
     return (f"(document.querySelector('#quotes tr[data-sym=\"{sym}\"]') || {{}}).innerText"
             " || ''")
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    with chromium(tmp_path / "profile", free_port()) as opened:
-        yield opened
 
 
 def test_dashboard_goes_live_and_resumes_after_a_restart(

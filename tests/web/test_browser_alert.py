@@ -6,7 +6,7 @@ cannot fetch a browser here; skipped when chromium is not installed.)"""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,20 +16,14 @@ import redis
 from proto import keys, store
 from proto.display import alert_path as alert_href
 from tests.notify.conftest import NotifierProc, Webhook, make_alert
-from tests.web.browser import CHROMIUM, Browser, chromium
+from tests.web.browser import CHROMIUM, Browser
 from tests.web.conftest import login
-from tests.web.server import WebServer, free_port, wait_for
+from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
 pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
 
 STATE = "(document.getElementById('test-state') || {dataset: {}}).dataset.state || ''"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    with chromium(tmp_path / "profile", free_port()) as opened:
-        yield opened
 
 
 def test_alert_page_and_test_button(
