@@ -176,17 +176,10 @@ def read_delivery(alert_id: str, user: str) -> Reader[dict[str, Any]]:
     and, for a digest, ``digest_of`` (the folded alert ids) and ``digest_items``."""
     raw: dict[str, str] = yield ("hgetall", (keys.delivery(alert_id),))
     folded, records = delivery_log(raw)
-    channels: dict[str, dict[str, str]] = {}
+    raw_channels: dict[str, str] = {}
     if user:
-        raw_channels: dict[str, str] = yield ("hgetall", (keys.user_channels(user),))
-        channels = {c["id"]: c for c in store.decode_channels(raw_channels)[0]}
-    rows = []
-    for cid, rec in sorted(records.items()):
-        known = channels.get(cid)
-        rows.append({"channel": store.redact(known["url"]) if known else f"?:{cid}",
-                     "tag": known["tag"] if known else "", "status": rec.status,
-                     "attempts": rec.attempts, "error": rec.error,
-                     "latency_ms": rec.latency_ms, "at": rec.at})
+        raw_channels = yield ("hgetall", (keys.user_channels(user),))
+    rows = delivery_rows(records, raw_channels)
     out: dict[str, Any] = {"id": alert_id, "folded_into": folded or None, "deliveries": rows}
     try:
         digest_user, window = parse_digest_id(alert_id)
@@ -197,6 +190,21 @@ def read_delivery(alert_id: str, user: str) -> Reader[dict[str, Any]]:
     out["digest_of"] = [item["id"] for item in items]
     out["digest_items"] = items
     return out
+
+
+def delivery_rows(records: dict[str, Record],
+                  raw_channels: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per channel of a delivery log (``delivery_log``), by channel id; the channel
+    shown as ``scheme:channel-id`` from the owner's ``keys.user_channels`` hash, never its URL."""
+    channels = {c["id"]: c for c in store.decode_channels(raw_channels)[0]}
+    rows = []
+    for cid, rec in sorted(records.items()):
+        known = channels.get(cid)
+        rows.append({"channel": store.redact(known["url"]) if known else f"?:{cid}",
+                     "tag": known["tag"] if known else "", "status": rec.status,
+                     "attempts": rec.attempts, "error": rec.error,
+                     "latency_ms": rec.latency_ms, "at": rec.at})
+    return rows
 
 
 def _digest_item(raw: str) -> dict[str, Any] | None:

@@ -24,7 +24,12 @@ RULE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class RuleError(ValueError):
-    """A rule that cannot be stored; the message names the field and the reason."""
+    """A rule that cannot be stored; the message names the field and the reason, and
+    ``fields`` maps each bad field (``symbol``, ``params.pct``, ...) to its reason."""
+
+    def __init__(self, message: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields: dict[str, str] = dict(fields or {})
 
 
 class _ParamsByKind(Mapping[str, type[BaseModel]]):
@@ -141,7 +146,35 @@ def parse_rule(data: str | bytes | dict[str, Any], **overrides: Any) -> Rule:
     try:
         return Rule.model_validate(data)
     except ValidationError as exc:
-        raise RuleError(describe_validation_error(exc)) from None
+        raise RuleError(describe_validation_error(exc), field_errors(exc, data)) from None
+
+
+def field_errors(exc: ValidationError, data: Mapping[str, Any]) -> dict[str, str]:
+    """Each bad field of the rule ``data`` and why, by dotted path (``params.window_s``), for
+    forms that show an error beside its field. The params are checked against their kind's
+    model even when other fields failed (the rule's own check of them runs only when every
+    other field is valid), so every problem shows at once; a problem of the params as a whole
+    (two params that do not fit together) is under ``params``."""
+    errors: dict[str, list[str]] = {}
+    for err in exc.errors():
+        if err["loc"]:  # loc () is the params check, redone field by field below
+            _note(errors, ("", *err["loc"]), err["msg"])
+    model = REGISTRY.params_model(data["kind"]) if isinstance(data.get("kind"), str) else None
+    params = data.get("params", {})
+    if model is not None and isinstance(params, dict):
+        try:
+            model.model_validate(params)
+        except ValidationError as params_exc:
+            for err in params_exc.errors():
+                _note(errors, ("params", *err["loc"]), err["msg"])
+    if not errors:  # no field to blame: the message as a whole
+        errors[""] = [describe_validation_error(exc)]
+    return {where: "; ".join(msgs) for where, msgs in errors.items()}
+
+
+def _note(errors: dict[str, list[str]], loc: tuple[Any, ...], msg: str) -> None:
+    where = ".".join(str(p) for p in loc if p != "")
+    errors.setdefault(where, []).append(msg.removeprefix("Value error, "))
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:

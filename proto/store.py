@@ -31,7 +31,12 @@ _hasher = PasswordHasher()
 
 
 class StoreError(ValueError):
-    """A request the store refuses; the message says why in one line."""
+    """A request the store refuses; the message says why in one line, and ``field`` names
+    the field of the request at fault when one is (a form shows the message beside it)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # Users ---------------------------------------------------------------------------------
@@ -242,15 +247,31 @@ def instrument_known(r: redis.Redis, symbol: str) -> bool | None:
 
 def add_rule(r: redis.Redis, rule: Rule) -> Rule:
     require_user(r, rule.user)
-    known = instrument_known(r, rule.symbol)
-    if known is None:
-        raise StoreError("no instrument master loaded yet: start ingest (stormalert up) first")
-    if not known:
-        raise StoreError(f"unknown symbol {rule.symbol!r}")
+    _require_symbol(r, rule.symbol)
     if r.hexists(keys.RULES, rule.id):
-        raise StoreError(f"rule {rule.id!r} already exists")
+        raise StoreError(f"rule {rule.id!r} already exists", field="id")
     _write_rule(r, rule, new=True)
     return rule
+
+
+def update_rule(r: redis.Redis, rule: Rule) -> Rule:
+    """Replace the stored rule with ``rule``'s id, which must belong to ``rule.user``; the
+    shards re-arm it (a changed rule starts over)."""
+    current = get_rule(r, rule.id)
+    if current is None or current.user != rule.user:
+        raise StoreError(f"no rule {rule.id!r}", field="id")
+    _require_symbol(r, rule.symbol)
+    _write_rule(r, rule, new=False)
+    return rule
+
+
+def _require_symbol(r: redis.Redis, symbol: str) -> None:
+    known = instrument_known(r, symbol)
+    if known is None:
+        raise StoreError("no instrument master loaded yet: start ingest (stormalert up) first",
+                         field="symbol")
+    if not known:
+        raise StoreError(f"unknown symbol {symbol!r}", field="symbol")
 
 
 def _write_rule(r: redis.Redis, rule: Rule, *, new: bool) -> None:
@@ -323,9 +344,10 @@ def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:
         pipe.execute()
 
 
-def set_rule_active(r: redis.Redis, rule_id: str, active: bool) -> Rule:
+def set_rule_active(r: redis.Redis, rule_id: str, active: bool,
+                    user: str | None = None) -> Rule:
     rule = get_rule(r, rule_id)
-    if rule is None:
+    if rule is None or (user is not None and rule.user != user):
         raise StoreError(f"no rule {rule_id!r}")
     updated = rule.model_copy(update={"active": active})
     _write_rule(r, updated, new=False)
