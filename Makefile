@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install system-deps run test bench lint proto clean
+.PHONY: install system-deps run test bench lint proto vendor clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: install
 
 proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto proto/MarketDataFeedV3.proto
+
+# htmx and lightweight-charts from the npm registry, pinned and sha512-checked in
+# web/static/vendor/vendor.lock.json; the files are committed, so only a version bump needs npm.
+vendor: install
+	$(PY) -m web.vendor fetch
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
