@@ -8,113 +8,33 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
-from notify.policy import DIGEST_REF
 from notify.send import warm_up
 from proto import keys, store
 from proto.events import Alert
 from tests.notify.apiserver import ApiServer, serving
+from tests.webhook import Hit as Hit  # re-exported: the notify tests import them from here
+from tests.webhook import Webhook as Webhook
+from tests.webhook import answered as answered
+from tests.webhook import kill_at_the_gate as kill_at_the_gate
+from tests.webhook import serving_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
 
 
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    at: float
-    held: bool = False  # arrived while the gate was closed: answered only once it opened
-    answered: bool = False  # the whole answer was written
-
-    def alert_id(self) -> str:
-        """The alert id in the message's dashboard link (its last line), or a digest's id
-        from its ``Digest id:`` line (a digest links to the dashboard's alert list)."""
-        message = str(self.body.get("message", ""))
-        _head, sep, alert_id = message.rsplit("\n", 1)[-1].partition("/alerts/")
-        if sep:
-            return alert_id
-        refs = [line.removeprefix(DIGEST_REF) for line in message.splitlines()
-                if line.startswith(DIGEST_REF)]
-        assert len(refs) == 1, f"no alert link nor digest id in {self.body!r}"
-        return refs[0]
-
-
-@dataclass
-class Webhook:
-    """Records every POST. Paths starting /fail answer 500; /slow answer after ``slow_s``;
-    /gate answer when ``gate`` is set (it is, until a test clears it)."""
-
-    port: int = 0
-    hits: list[Hit] = field(default_factory=list)
-    slow_s: float = 1.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    gate: threading.Event = field(default_factory=threading.Event)
-
-    def url(self, path: str) -> str:
-        return f"json://127.0.0.1:{self.port}{path}"
-
-    def at(self, prefix: str) -> list[Hit]:
-        with self.lock:
-            return [h for h in self.hits if h.path.startswith(prefix)]
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    hook.gate.set()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            held = self.path.startswith("/gate") and not hook.gate.is_set()
-            hit = Hit(self.path, dict(self.headers), orjson.loads(raw), time.monotonic(), held)
-            with hook.lock:
-                hook.hits.append(hit)
-            if self.path.startswith("/slow"):
-                time.sleep(hook.slow_s)
-            if held:
-                hook.gate.wait()
-            # Telegram's and WhatsApp's plugins read a JSON answer.
-            answer = b'{"ok": true, "result": {}, "messages": [{"id": "m1"}]}'
-            try:
-                self.send_response(500 if self.path.startswith("/fail") else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-                self.wfile.flush()
-                hit.answered = True
-            except OSError:  # a held request whose sender was killed meanwhile
-                self.close_connection = True
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    hook.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="webhook", daemon=True)
-    thread.start()
-    try:
+    with serving_webhook() as hook:
         yield hook
-    finally:
-        hook.gate.set()
-        server.shutdown()
-        server.server_close()
 
 
 def free_port() -> int:
@@ -249,37 +169,6 @@ def settled(r: redis.Redis) -> bool:
     except (redis.ResponseError, IndexError):
         return False
     return pending_count(r) == 0 and lag == 0 and r.zcard(keys.DIGESTS_DUE) == 0
-
-
-def kill_at_the_gate(webhook: Webhook, proc: NotifierProc, r: redis.Redis,
-                     cids: dict[str, str], after_hits: int = 0,
-                     held: Callable[[Hit], bool] = lambda _hit: True) -> None:
-    """kill -9 ``proc`` while its sends are piled up at the webhook's closed gate.
-
-    ``cids``: the channel id of each gated path. Before the kill, every request that got
-    through the gate has been answered and its delivery record says ``sent``, so the sender
-    knows of it; requests held at the gate are answered only after the kill, to a dead
-    sender, which therefore never learned they arrived: the one case where a receiver may
-    see a message twice, which no sender can avoid. Tests count held hits apart.
-    The kill waits for ``after_hits`` requests, then for a held one that ``held`` accepts."""
-    wait_until(lambda: len(webhook.hits) >= after_hits, timeout_s=30, what="sends before kill")
-    webhook.gate.clear()
-    wait_until(lambda: any(h.held and held(h) for h in webhook.hits), timeout_s=30,
-               what="sends held at the gate")
-
-    def known_to_sender(hit: Hit) -> bool:
-        raw = r.hget(keys.delivery(hit.alert_id()), cids[hit.path])
-        return hit.answered and raw is not None and orjson.loads(raw)["status"] == "sent"  # type: ignore[arg-type]
-
-    wait_until(lambda: all(h.held or known_to_sender(h) for h in webhook.at("/gate")),
-               timeout_s=30, what="every answered send recorded by the sender")
-    proc.kill()
-    webhook.gate.set()
-
-
-def answered(webhook: Webhook, prefix: str) -> Counter[str]:
-    """Alert ids of the requests to ``prefix`` answered to a live sender, with counts."""
-    return Counter(h.alert_id() for h in webhook.at(prefix) if not h.held)
 
 
 @pytest.fixture
