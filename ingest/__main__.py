@@ -1,6 +1,7 @@
 """``python -m ingest --feed sim|kite [--shards N] [--sim-url URL]``: the ingest worker.
 
-Settings come from the environment (``STORMALERT_*``, plus ``KITE_API_KEY`` /
+``--check`` exits 0 when the heartbeat of this feed's worker (``ingest-FEED``) is fresh, 1
+otherwise. Settings come from the environment (``STORMALERT_*``, plus ``KITE_API_KEY`` /
 ``KITE_ACCESS_TOKEN``) and ``.env``; the flags override them. Exits non-zero with one line on
 stderr when Redis is unreachable or the configuration is unusable.
 """
@@ -9,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Literal
 
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from ingest import worker
 from ingest.settings import IngestSettings
-from proto import bus
+from proto import bus, health, topology
 from proto.runtime import run_async, setup_logging
-from proto.settings import load
+from proto.settings import BaseSettings, load
+
+
+class _CheckSettings(BaseSettings):
+    feed: Literal["sim", "kite", "upstox"] = "sim"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feed", choices=("sim", "kite", "upstox"))
     parser.add_argument("--shards", type=int)
     parser.add_argument("--sim-url", help="simulator base URL, e.g. http://127.0.0.1:8765")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if this feed's ingest heartbeat is fresh, else 1")
     args = parser.parse_args(argv)
+    if args.check:  # needs no feed credentials: only the feed's name and Redis
+        check = load(_CheckSettings, feed=args.feed)
+        return health.run_check(check.redis_url, f"ingest-{check.feed}")
     settings = load(IngestSettings, feed=args.feed, shards=args.shards, sim_url=args.sim_url)
     setup_logging(worker.process_name(settings), settings.log_level)
     try:
@@ -37,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     sync = bus.connect(settings.redis_url)
     try:
         bus.check(sync, settings.redis_url)
+        topology.agree(sync, settings.shards)
     except bus.RedisUnavailable as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 1
+    except topology.ShardCountMismatch as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
     finally:
         sync.close()
     failure: list[str] = []

@@ -14,14 +14,12 @@ import logging
 import signal
 import sys
 
-import redis
-
 from notify.deliver import Deliverer
 from notify.send import warm_up
 from notify.service import Notifier
 from notify.settings import NotifySettings
-from proto import keys
-from proto.bus import aconnect, connect, redact_url
+from proto import health, keys
+from proto.bus import aconnect, redact_url
 from proto.runtime import Stats, format_stats, heartbeat_loop, run_async, setup_logging
 from proto.settings import load
 
@@ -74,17 +72,6 @@ async def serve(settings: NotifySettings) -> None:
         log.info("stopped; final stats %s", format_stats(stats.counters, {}))
 
 
-def check(settings: NotifySettings) -> int:
-    try:
-        alive = bool(connect(settings.redis_url).exists(keys.heartbeat(PROCESS)))
-    except redis.RedisError as exc:
-        print(f"notify: cannot reach Redis at {redact_url(settings.redis_url)}: {exc}",
-              file=sys.stderr)
-        return 1
-    print("notify: alive" if alive else "notify: no heartbeat")
-    return 0 if alive else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m notify", description=DESCRIPTION)
     parser.add_argument("--consumer", help="consumer name in group 'notify' (default notify-1)")
@@ -92,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load(NotifySettings, notify_consumer=args.consumer)
     if args.check:
-        return check(settings)
+        return health.run_check(settings.redis_url, PROCESS)
     setup_logging(PROCESS, settings.log_level)
     return run_async(lambda: serve(settings))
 

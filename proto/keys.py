@@ -38,6 +38,13 @@ DELIVERY_TTL_S = 7 * 24 * 3600
 HEARTBEAT_TTL_S = 15
 
 
+# The engine shard count every ingest and engine process must be started with (decimal text):
+# recorded by the first one to start, changed only by ``stormalert engine reshard --to M``
+# (proto.topology). While a reshard is under way, RESHARD holds every rule's state.
+SHARDS = "sa:shards"
+RESHARD = "sa:reshard"
+
+
 def ticks(shard: int) -> str:
     """The tick stream of one engine shard."""
     return f"sa:ticks:{{{shard}}}"

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Health check from a process's heartbeat: exit 0 when ``sa:hb:NAME`` exists in Redis and
-was written within ``--max-age-s``, else 1 (2: bad arguments).
+"""Heartbeat health check and systemd watchdog.
 
-Only ``python -m notify`` has a ``--check`` of its own; ingest, the engine shards and web
-publish the same heartbeat key (``proto.runtime``) but have no check option, so the Docker
-health checks and the systemd watchdog use this one script for every process kind.
+Every process has its own ``--check`` (``stormalert engine --check --shard 0``, ``stormalert
+ingest --check --feed kite``, ``stormalert notify --check``, ``stormalert web --check``): exit
+0 when its heartbeat ``sa:hb:NAME`` is fresh, 1 otherwise (proto.health). The compose file and
+the Kubernetes probes call those. This script adds what a systemd watchdog needs around them:
 
-    stormalert-healthcheck engine-0          # heartbeat name: engine-I, ingest-FEED, notify, web
-    stormalert-healthcheck --unit engine-0   # a systemd template instance (KIND-INSTANCE)
-    stormalert-healthcheck --unit engine-0 --restart   # and restart the unit when dead
+    stormalert-healthcheck engine-0                    # any heartbeat by name (proto.health)
+    stormalert-healthcheck --unit engine-0             # the unit's own `--check`
+    stormalert-healthcheck --unit engine-0 --restart   # and `systemctl restart` it when dead
+
+``--unit`` takes a systemd template instance ``KIND-INSTANCE`` (the instance is the shard, the
+feed, the notify consumer, the web port). With ``--restart`` nothing is restarted while Redis
+itself is unreachable: the process is not at fault, and restarting it would not help.
 """
 
 from __future__ import annotations
@@ -16,39 +20,49 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 
-import orjson
 import redis
 
-from proto import bus, keys
+from proto import bus, health, keys
 from proto.settings import BaseSettings, load
 
-# Units of deploy/systemd and the heartbeat each one's process writes, by process kind:
-# the instance is the shard (engine), the feed (ingest), the consumer (notify), the port (web).
+# The `--check` arguments of each kind's unit (after `stormalert KIND`), by instance.
 KINDS = {
-    "engine": lambda inst: f"engine-{inst}",
-    "ingest": lambda inst: f"ingest-{inst}",
-    "notify": lambda _inst: "notify",
-    "web": lambda _inst: "web",
+    "engine": lambda inst: ["--check", "--shard", inst],
+    "ingest": lambda inst: ["--check", "--feed", inst],
+    "notify": lambda inst: ["--check", "--consumer", inst],
+    "web": lambda inst: ["--check", "--port", inst],
 }
 
 
-def for_unit(spec: str) -> tuple[str, str]:
-    """``KIND-INSTANCE`` -> (heartbeat name, systemd unit name)."""
+def for_unit(spec: str) -> tuple[list[str], str]:
+    """``KIND-INSTANCE`` -> (the process's check command after ``stormalert``, unit name)."""
     kind, sep, inst = spec.partition("-")
     if not sep or not inst or kind not in KINDS:
         raise ValueError(f"{spec!r} is not KIND-INSTANCE with KIND one of {sorted(KINDS)}")
-    return KINDS[kind](inst), f"stormalert-{kind}@{inst}.service"
+    return [kind, *KINDS[kind](inst)], f"stormalert-{kind}@{inst}.service"
 
 
-def beat_age_s(r: redis.Redis, name: str) -> float | None:
-    """Seconds since the heartbeat was written; None when the key is gone (its TTL is
-    keys.HEARTBEAT_TTL_S, so a process silent that long has none)."""
-    raw = r.get(keys.heartbeat(name))
-    if not raw:
-        return None
-    return time.time() - float(orjson.loads(raw).get("at", 0))  # type: ignore[arg-type]
+def run_unit_check(command: list[str]) -> int:
+    """The unit's own ``stormalert KIND --check ...``, in this Python (``python -m deploy``
+    is the ``stormalert`` command)."""
+    done = subprocess.run([sys.executable, "-m", "deploy", *command], check=False,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    print(done.stdout.strip() or f"stormalert {' '.join(command)}: exit {done.returncode}")
+    return done.returncode
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        bus.connect(url).ping()
+    except redis.RedisError as exc:
+        print(f"cannot reach Redis at {bus.redact_url(url)}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def restart(unit: str) -> None:
+    subprocess.run(["systemctl", "restart", unit], check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,21 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.name is None) == (args.unit is None) or (args.restart and not args.unit):
         p.error("give a heartbeat NAME or --unit KIND-INSTANCE (--restart needs --unit)")
+    url = load(BaseSettings).redis_url
+    if args.name is not None:
+        result = health.check(url, args.name, args.max_age_s)
+        print(result.reason)
+        return result.exit_code
     try:
-        name, unit = for_unit(args.unit) if args.unit else (args.name, "")
+        command, unit = for_unit(args.unit)
     except ValueError as exc:
         p.error(str(exc))
-    url = load(BaseSettings).redis_url
-    try:
-        age_s = beat_age_s(bus.connect(url), name)
-    except redis.RedisError as exc:
-        print(f"{name}: cannot reach Redis at {bus.redact_url(url)}: {exc}", file=sys.stderr)
-        return 1  # not the process's fault: restarting it would not help
-    alive = age_s is not None and age_s <= args.max_age_s
-    print(f"{name}: alive ({age_s:.1f} s)" if alive else f"{name}: no fresh heartbeat")
-    if not alive and args.restart:
-        subprocess.run(["systemctl", "restart", unit], check=False)
-    return 0 if alive else 1
+    if not redis_reachable(url):
+        return 1
+    code = run_unit_check(command)
+    if code != 0 and args.restart and redis_reachable(url):
+        restart(unit)
+    return code
 
 
 if __name__ == "__main__":

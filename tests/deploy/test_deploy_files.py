@@ -166,13 +166,12 @@ def test_every_compose_command_is_one_our_cli_accepts(monkeypatch: pytest.Monkey
         test = [interpolate(part) for part in svc["healthcheck"]["test"]]
         assert test[0] == "CMD", f"{name}: health check must run a command, not a shell"
         kind, hc = parse_command(test[1:], monkeypatch)
-        # The health check looks at this very process's heartbeat.
-        if kind == "healthcheck":
-            expected = {"engine": f"engine-{getattr(ns, 'shard', '')}",
-                        "ingest": f"ingest-{getattr(ns, 'feed', '')}", "web": "web"}[cmd]
-            assert hc.name == expected, name
-        else:
-            assert (kind, hc.check) == ("notify", True), name
+        # The health check is the process's own --check, on this very process's heartbeat.
+        assert (kind, hc.check) == (cmd, True), name
+        if cmd == "engine":
+            assert hc.shard == ns.shard, name
+        if cmd == "ingest":
+            assert hc.feed == ns.feed, name
     assert shards == {f"engine-{i}": i for i in range(SHARDS)}
 
 
@@ -267,27 +266,36 @@ def test_health_check_follows_the_heartbeat(r: redis.Redis, redis_url: str,
 
 def test_watchdog_restarts_only_a_dead_process(r: redis.Redis, redis_url: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog runs the unit's own `stormalert KIND --check` (a real subprocess) and
+    restarts the unit only when that fails while Redis is up."""
     module = healthcheck_module()
-    restarted: list[list[str]] = []
-    monkeypatch.setattr(module.subprocess, "run", lambda argv, **_kw: restarted.append(argv))
+    restarted: list[str] = []
+    monkeypatch.setattr(module, "restart", restarted.append)
     monkeypatch.setenv("STORMALERT_REDIS_URL", redis_url)
     r.set(keys.heartbeat("ingest-kite"), orjson.dumps({"at": time.time()}), ex=15)
     assert module.main(["--unit", "ingest-kite", "--restart"]) == 0
     assert restarted == []
     assert module.main(["--unit", "notify-notify-1", "--restart"]) == 1
-    assert restarted == [["systemctl", "restart", "stormalert-notify@notify-1.service"]]
+    assert restarted == ["stormalert-notify@notify-1.service"]
     # Redis down: the check fails but restarting the process would not help.
     monkeypatch.setenv("STORMALERT_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert module.main(["--unit", "engine-1", "--restart"]) == 1
     assert len(restarted) == 1
 
 
-def test_unit_instances_map_to_heartbeats_and_units() -> None:
+def test_unit_instances_map_to_their_check_commands_and_units(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     for_unit = healthcheck_module().for_unit
-    assert for_unit("engine-3") == ("engine-3", "stormalert-engine@3.service")
-    assert for_unit("ingest-upstox") == ("ingest-upstox", "stormalert-ingest@upstox.service")
-    assert for_unit("notify-notify-2") == ("notify", "stormalert-notify@notify-2.service")
-    assert for_unit("web-8001") == ("web", "stormalert-web@8001.service")
+    assert for_unit("engine-3") == (["engine", "--check", "--shard", "3"],
+                                    "stormalert-engine@3.service")
+    assert for_unit("ingest-upstox") == (["ingest", "--check", "--feed", "upstox"],
+                                         "stormalert-ingest@upstox.service")
+    assert for_unit("notify-notify-2")[1] == "stormalert-notify@notify-2.service"
+    assert for_unit("web-8001")[1] == "stormalert-web@8001.service"
+    for spec in ("engine-3", "ingest-upstox", "notify-notify-2", "web-8001"):
+        command, _unit = for_unit(spec)
+        kind, ns = parse_command(["stormalert", *command], monkeypatch)
+        assert (kind, ns.check) == (spec.partition("-")[0], True)
     for bad in ("engine", "engine-", "shard-0"):
         with pytest.raises(ValueError):
             for_unit(bad)
@@ -364,24 +372,37 @@ def test_nginx_proxies_server_sent_events_unbuffered_and_uncompressed() -> None:
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None,
-                    reason="nginx (and openssl) not installed: `apt-get install nginx` to "
-                           "run `nginx -t` on deploy/compose/nginx.conf")
+                    reason="nginx (and openssl) not installed: `make system-deps` as root "
+                           "installs Debian's nginx to run `nginx -t` on the config")
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    """`nginx -t` on the file as written, but for what only the deployment provides: a
+    certificate (self-signed, made here), the domain, and the compose service name `web`
+    (nginx resolves upstream names when it loads its config), pointed at loopback."""
     live = tmp_path / "live"
     live.mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=example.test", "-keyout", str(live / "privkey.pem"),
                     "-out", str(live / "fullchain.pem")], check=True, capture_output=True)
     shutil.copy(live / "fullchain.pem", live / "chain.pem")
-    site = NGINX_CONF.read_text().replace("/etc/letsencrypt/live/${DOMAIN}", str(live))
-    site = site.replace("${DOMAIN}", "example.test").replace("http://web:8000",
-                                                              "http://127.0.0.1:8000")
+    text = NGINX_CONF.read_text()
+    upstreams = re.findall(r"proxy_pass\s+(\S+);", text)
+    assert upstreams and set(upstreams) == {"http://web:8000"}
+    site = text.replace("/etc/letsencrypt/live/${DOMAIN}", str(live))
+    site = site.replace("${DOMAIN}", "example.test")
+    site = site.replace("proxy_pass http://web:8000;", "proxy_pass http://127.0.0.1:8000;")
+    assert "${" not in site and "web:8000" not in site
     main = tmp_path / "nginx.conf"
     main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
                     f"events {{}}\nhttp {{\naccess_log off;\n{site}\n}}\n")
     done = subprocess.run(["nginx", "-t", "-c", str(main), "-p", str(tmp_path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+    assert "syntax is ok" in done.stderr and "test is successful" in done.stderr
+    # And it does check: a broken directive is refused.
+    main.write_text(main.read_text().replace("proxy_buffering off;", "proxy_buffering of;", 1))
+    done = subprocess.run(["nginx", "-t", "-c", str(main), "-p", str(tmp_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "proxy_buffering" in done.stderr
 
 
 # systemd ---------------------------------------------------------------------------------
