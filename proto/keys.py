@@ -19,9 +19,16 @@ RULE_CHANGES = "sa:rules:changes"
 NOTIFY_TESTS = "sa:notify:tests"
 NOTIFY_TESTS_MAXLEN = 1000
 
+# Backtest jobs ("test on history") from the web to the engine's backtest workers: fields
+# ``id`` (job id), ``user``, ``at_ms``; the job itself is in ``backtest(user, id)``. Read in
+# group ``BACKTEST_GROUP``.
+BACKTEST_JOBS = "sa:backtest:jobs"
+BACKTEST_JOBS_MAXLEN = 1000
+
 # Consumer groups
 ENGINE_GROUP = "engine"
 NOTIFY_GROUP = "notify"
+BACKTEST_GROUP = "backtest"
 
 # Control plane
 USERS = "sa:users"
@@ -65,6 +72,28 @@ def user_channels(name: str) -> str:
 
 def user_rules(name: str) -> str:
     return f"sa:user:{{{name}}}:rules"
+
+
+def user_tokens(name: str) -> str:
+    """Hash of a user's API tokens: token id -> JSON {name, hash (sha256 hex of the token),
+    created (epoch s)}. The token itself is never stored."""
+    return f"sa:user:{{{name}}}:tokens"
+
+
+# Hash: sha256 hex of an API token -> "USER:TOKEN_ID", the look-up of a bearer token. Valid
+# only while the user's ``user_tokens`` entry holds the same hash (written first, removed last).
+API_TOKENS = "sa:tokens"
+
+
+def token_failures(client: str) -> str:
+    """Count of unknown bearer tokens from one client address in the current minute."""
+    return f"sa:tokens:fail:{client}"
+
+
+def user_watchlist(name: str) -> str:
+    """JSON array of the symbols on a user's dashboard watchlist, in the user's order.
+    Absent: the default list (web); an empty array is a list the user emptied."""
+    return f"sa:user:{{{name}}}:watchlist"
 
 
 def delivery(alert_id: str) -> str:
@@ -111,6 +140,17 @@ def notify_test(name: str, request_id: str) -> str:
     return f"sa:user:{{{name}}}:test:{request_id}"
 
 
+BACKTEST_TTL_S = 3600
+
+
+def backtest(name: str, job_id: str) -> str:
+    """Hash of one backtest job of a user: the request (``requested_ms``, ``job`` JSON,
+    ``csv`` when uploaded) set by the web, then by the worker ``picked_ms``, ``attempts``,
+    ``status``, ``progress`` (0-100), ``hb_ms``, and at the end ``result`` (JSON) or
+    ``error``, ``done_ms``. Expires after ``BACKTEST_TTL_S``."""
+    return f"sa:user:{{{name}}}:backtest:{job_id}"
+
+
 BARS_MAXLEN = 5 * 375  # five NSE sessions of one-minute bars
 
 
@@ -141,6 +181,21 @@ def feed_state(feed: str) -> str:
 def feed_token(feed: str) -> str:
     """The broker access token the web admin's login flow stores (Kite's expires daily)."""
     return f"sa:feed:{feed}:token"
+
+
+def broker(feed: str) -> str:
+    """Hash of a broker's API credentials, sealed (``proto.secrets``): ``key`` ``secret``
+    ``updated`` ``updated_by``."""
+    return f"sa:broker:{feed}"
+
+
+OAUTH_STATE_TTL_S = 600
+
+
+def oauth_state(state: str) -> str:
+    """One broker login in progress (JSON {feed, user, redirect_uri}); read once by the
+    callback, expires after ``OAUTH_STATE_TTL_S``."""
+    return f"sa:oauth:{state}"
 
 
 MARKET_STATUS = "sa:market:status"  # hash: segment -> status (Upstox market_info)

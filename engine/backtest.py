@@ -1,0 +1,215 @@
+"""``python -m engine.backtest [--shards N]``: the backtest worker ("test on history").
+
+The web queues a job (``keys.BACKTEST_JOBS``, the job in ``keys.backtest(user, id)``); this
+process reads the stream in group ``backtest``, runs the rule with the live shard's rule
+book (``engine.backtest_run``) and writes progress and the result into the job's hash. It is
+a process of its own, niced, so a long backtest never takes a core from a shard.
+
+Crash safety: a job is acked only once its outcome is written. While it runs, the worker
+renews the entry's idle time with each progress write; a restarted worker (same consumer
+name) redoes its own pending jobs first, and another worker takes over a job whose entry
+stayed idle for ``backtest_claim_idle_ms`` (its worker died). A job that was picked up more
+than ``backtest_max_attempts`` times is reported failed rather than tried again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from datetime import date
+from typing import Any
+
+import orjson
+import redis
+from pydantic import Field
+
+from engine.backtest_run import run_job
+from proto import bus, keys, settings
+from proto.backtest import MAX_QUEUED_S, PROGRESS_S, CsvError, JobError, parse_job
+from proto.runtime import Runtime, setup_logging
+from proto.settings import BaseSettings
+
+log = logging.getLogger(__name__)
+
+JOBS, GROUP = keys.BACKTEST_JOBS, keys.BACKTEST_GROUP
+CLAIM_EVERY_S = 5.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class BacktestSettings(BaseSettings):
+    shards: int = Field(default=2, ge=1)  # to find a symbol's tick stream
+    engine_holidays: tuple[date, ...] = ()
+    backtest_consumer: str = Field(default="backtest", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    backtest_block_ms: int = Field(default=1000, ge=1, le=4000)  # under the 5 s socket timeout
+    backtest_claim_idle_ms: int = Field(default=30_000, ge=1000)
+    backtest_max_attempts: int = Field(default=2, ge=1)
+    backtest_max_shown: int = Field(default=1000, ge=1)  # firings listed (all are counted)
+    backtest_nice: int = Field(default=10, ge=0, le=19)
+
+
+class Stopping(Exception):
+    """SIGTERM arrived mid-job: the job is left pending for the next worker."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Worker:
+    def __init__(self, s: BacktestSettings, r: redis.Redis, rt: Runtime) -> None:
+        self.s = s
+        self.r = r
+        self.rt = rt
+        self.consumer = s.backtest_consumer
+        self.holidays = frozenset(s.engine_holidays)
+        self._next_claim = 0.0
+
+    def run(self) -> None:
+        started = False
+        while not self.rt.stopping:
+            try:
+                if not started:
+                    bus.ensure_group(self.r, JOBS, GROUP, start="0")
+                    # Jobs this consumer read before a crash or a stop: redo them first.
+                    self.handle_all(bus.read_group(self.r, JOBS, GROUP, self.consumer,
+                                                   count=100, block_ms=None, start="0"))
+                    started = True
+                self.rt.tick()
+                if time.monotonic() >= self._next_claim:
+                    self._next_claim = time.monotonic() + CLAIM_EVERY_S
+                    claimed = bus.claim_stale(self.r, JOBS, GROUP, self.consumer,
+                                              min_idle_ms=self.s.backtest_claim_idle_ms)
+                    if claimed:
+                        log.info("took over %d jobs another worker left", len(claimed))
+                    self.handle_all(claimed)
+                self.handle_all(bus.read_group(self.r, JOBS, GROUP, self.consumer, count=1,
+                                               block_ms=self.s.backtest_block_ms))
+            except Stopping:
+                break
+            except REDIS_DOWN as exc:
+                log.warning("redis unavailable (%s); retrying in 1 s", exc)
+                self.rt.stats.inc("redis_errors")
+                started = False  # the group may be gone (a flushed or new Redis)
+                time.sleep(1.0)
+            except redis.ResponseError as exc:
+                log.warning("redis refused a command (%s); retrying in 1 s", exc)
+                started = False
+                time.sleep(1.0)
+        self.rt.stop_beat()
+        log.info("backtest worker stopped")
+
+    def handle_all(self, entries: list[bus.Entry]) -> None:
+        for entry_id, fields in entries:
+            if self.rt.stopping:
+                raise Stopping
+            self.handle(entry_id, fields)
+
+    def handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        """One job, to its outcome, then the ack. Redis errors and a stop leave it pending;
+        anything else fails the job (logged) and acks it."""
+        user, job_id = fields.get("user", ""), fields.get("id", "")
+        key = keys.backtest(user, job_id)
+        try:
+            self.answer(entry_id, key)
+        except (Stopping, *REDIS_DOWN):
+            raise
+        except Exception:
+            log.exception("backtest %s of %s failed", job_id, user)
+            self.rt.stats.inc("jobs_failed")
+            self.finish(key, status="failed",
+                        error="the backtest worker hit an internal error (it is logged)")
+        self.r.xack(JOBS, GROUP, entry_id)
+
+    def answer(self, entry_id: str, key: str) -> None:
+        raw: Any = self.r.hgetall(key)
+        if not raw or raw.get("status") in ("done", "failed"):
+            return  # expired, or finished before a crash kept it from being acked
+        if "picked_ms" not in raw and now_ms() - int(raw.get("requested_ms") or 0) \
+                > MAX_QUEUED_S * 1000:
+            self.finish(key, status="failed",
+                        error=f"no backtest worker picked the job up within "
+                              f"{MAX_QUEUED_S / 60:.0f} minutes")
+            return
+        attempts = int(self.r.hincrby(key, "attempts", 1))  # type: ignore[arg-type]
+        if attempts > self.s.backtest_max_attempts:
+            self.rt.stats.inc("jobs_failed")
+            stops = attempts - 1
+            self.finish(key, status="failed",
+                        error=f"the backtest worker stopped {stops} time{'s' if stops > 1 else ''}"
+                              " while running this job; it was not tried again")
+            return
+        self.r.hset(key, mapping={"picked_ms": now_ms(), "hb_ms": now_ms(), "progress": 0,
+                                  "status": "running", "worker": self.consumer})
+        try:
+            job = parse_job(raw.get("job", ""))
+        except JobError as exc:
+            self.finish(key, status="failed", error=f"bad job: {exc}")
+            return
+        next_write = [time.monotonic() + PROGRESS_S]
+
+        def progress(fraction: float) -> None:
+            if self.rt.stopping:
+                raise Stopping
+            if time.monotonic() < next_write[0]:
+                return
+            next_write[0] = time.monotonic() + PROGRESS_S
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(key, mapping={"progress": int(fraction * 100), "hb_ms": now_ms()})
+            # Renews the entry's idle time, so no other worker takes over a job that runs.
+            pipe.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
+            pipe.execute()
+            self.rt.tick()
+
+        try:
+            result = run_job(self.r, job, raw.get("csv"), shards=self.s.shards,
+                             holidays=self.holidays, max_shown=self.s.backtest_max_shown,
+                             progress=progress)
+        except CsvError as exc:
+            self.finish(key, status="failed", error=f"the file cannot be used: {exc}")
+            return
+        except Stopping:
+            self.r.hset(key, mapping={"status": "queued", "progress": 0})
+            self.r.hincrby(key, "attempts", -1)  # a clean stop is not the job's fault
+            raise
+        self.rt.stats.inc("jobs")
+        self.rt.stats.inc("prices", result["prices"])
+        log.info("backtest of rule %s over %d prices: %d firings in %d ms", job.rule.id,
+                 result["prices"], result["count"], result["elapsed_ms"])
+        self.finish(key, status="done", result=orjson.dumps(result).decode())
+
+    def finish(self, key: str, **fields: str) -> None:
+        """The outcome in one MULTI; the uploaded file is dropped, the hash kept a while."""
+        at_ms = now_ms()
+        outcome: dict[str, str | int] = {**fields, "done_ms": at_ms, "hb_ms": at_ms,
+                                         "progress": 100}
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
+            pipe.hdel(key, "csv")
+            pipe.expire(key, keys.BACKTEST_TTL_S)
+            pipe.execute()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stormalert backtest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, help="number of engine shards (tick streams)")
+    parser.add_argument("--consumer", help="this worker's consumer name (stable across restarts)")
+    args = parser.parse_args(argv)
+    s = settings.load(BacktestSettings, shards=args.shards, backtest_consumer=args.consumer)
+    setup_logging(s.backtest_consumer, s.log_level)
+    os.nice(s.backtest_nice)  # a backtest yields the CPU to the shards
+    r = bus.connect(s.redis_url)
+    try:
+        bus.check(r, s.redis_url)
+    except bus.RedisUnavailable as exc:
+        print(f"stormalert backtest: {exc}", file=sys.stderr)
+        return 2
+    Worker(s, r, Runtime(s.backtest_consumer, r, s.stats_interval_s)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
