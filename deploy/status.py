@@ -1,68 +1,16 @@
 """``stormalert status``: feeds, ticks/s, stream lengths, consumer lag and pending per group,
-tick→alert latency percentiles. Reads only Redis (heartbeats, streams, groups)."""
+tick→alert latency percentiles, as text. What it shows is read by ``proto.status``."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import orjson
-import redis
+from proto.status import collect
 
-from proto import keys
+__all__ = ["collect", "render"]
 
-LATENCY_SAMPLE = 1000
 FEED_TROUBLE = ("reconnects", "decode_errors", "drops", "write_errors")
-FEEDS = ("kite", "upstox", "sim")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def collect(r: redis.Redis) -> dict[str, Any]:
-    beats = {}
-    for key in r.scan_iter(match=keys.HEARTBEAT_PATTERN, count=500):
-        raw = r.get(key)
-        if raw:
-            beat = orjson.loads(raw)  # type: ignore[arg-type]
-            beat["age_s"] = round(time.time() - beat.get("at", 0), 1)
-            beats[beat.get("process", key)] = beat
-    tick_streams = sorted(r.scan_iter(match="sa:ticks:{*}", count=500),
-                          key=lambda k: int(k.split("{")[1].rstrip("}")))
-    streams = {}
-    for stream in [*tick_streams, keys.ALERTS, keys.ALERTS_DEAD]:
-        if not r.exists(stream):
-            continue
-        groups = {}
-        for g in r.xinfo_groups(stream):  # type: ignore[union-attr]
-            groups[g["name"]] = {"pending": g["pending"], "lag": g.get("lag"),
-                                 "consumers": g["consumers"]}
-        streams[stream] = {"length": r.xlen(stream), "groups": groups}
-    feeds = {}
-    for feed in FEEDS:
-        state = r.hgetall(keys.feed_state(feed))
-        if state:
-            feeds[feed] = state
-    latencies = []
-    recent: Any = r.xrevrange(keys.ALERTS, count=LATENCY_SAMPLE)
-    for _id, fields in recent:
-        try:
-            latencies.append((int(fields["at"]) - int(fields["rx"])) / 1000)
-        except (KeyError, ValueError):
-            continue
-    return {
-        "processes": beats,
-        "feeds": feeds,
-        "streams": streams,
-        "latency_ms": {"samples": len(latencies), "p50": percentile(latencies, 0.50),
-                       "p99": percentile(latencies, 0.99)},
-        "rules": r.hlen(keys.RULES),
-        "users": r.scard(keys.USERS),
-    }
 
 
 def render(status: dict[str, Any]) -> str:

@@ -46,8 +46,7 @@ def add_user(r: redis.Redis, name: str, password: str, *, admin: bool = False) -
     if not USER_RE.match(name):
         raise StoreError(
             f"bad user name {name!r}: 2-32 chars, lowercase letters, digits, '_', '.', '-'")
-    if len(password) < 8:
-        raise StoreError("password must be at least 8 characters")
+    _check_new_password(password)
     record: dict[Any, Any] = {"name": name, "pw": _hasher.hash(password),
                               "admin": "1" if admin else "0", "created": str(int(time.time()))}
     if not r.sadd(keys.USERS, name):
@@ -61,14 +60,70 @@ def get_user(r: redis.Redis, name: str) -> dict[str, str] | None:
 
 
 def check_password(r: redis.Redis, name: str, password: str) -> dict[str, str] | None:
-    """The user record when the password matches, else None (same cost either way)."""
+    """The user record when the password matches and the user is not disabled, else None
+    (same cost either way)."""
     record = get_user(r, name)
     stored = record["pw"] if record else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return None
-    return record
+    return record if record and not is_disabled(record) else None
+
+
+def _check_new_password(password: str) -> None:
+    if len(password) < 8:
+        raise StoreError("password must be at least 8 characters")
+
+
+def is_disabled(record: dict[str, str]) -> bool:
+    return record.get("disabled") == "1"
+
+
+def session_valid(record: dict[str, str], issued_at_s: float) -> bool:
+    """Whether a session issued at ``issued_at_s`` still counts: not for a disabled user, nor
+    from before the user's password was reset or the user was disabled (``sessions_after``)."""
+    return not is_disabled(record) and issued_at_s >= float(record.get("sessions_after") or 0)
+
+
+def set_password(r: redis.Redis, name: str, password: str) -> None:
+    """A new password; the user's existing sessions end."""
+    require_user(r, name)
+    _check_new_password(password)
+    r.hset(keys.user(name), mapping={"pw": _hasher.hash(password),
+                                     "sessions_after": str(int(time.time()))})
+
+
+def set_admin(r: redis.Redis, name: str, admin: bool) -> None:
+    require_user(r, name)
+    if not admin:
+        _keep_an_admin(r, name)
+    r.hset(keys.user(name), "admin", "1" if admin else "0")
+
+
+def set_disabled(r: redis.Redis, name: str, disabled: bool) -> None:
+    """A disabled user cannot sign in and their open sessions stop working."""
+    require_user(r, name)
+    if disabled:
+        _keep_an_admin(r, name)
+        r.hset(keys.user(name), mapping={"disabled": "1",
+                                         "sessions_after": str(int(time.time()))})
+    else:
+        r.hset(keys.user(name), "disabled", "0")
+
+
+def _keep_an_admin(r: redis.Redis, leaving: str) -> None:
+    """Refuse to demote or disable the last enabled admin: nobody could manage users then."""
+    admin, disabled = r.hmget(keys.user(leaving), ["admin", "disabled"])  # type: ignore[misc]
+    if admin != "1" or disabled == "1":
+        return
+    others = [name for name in list_users(r) if name != leaving]
+    with r.pipeline(transaction=False) as pipe:
+        for name in others:
+            pipe.hmget(keys.user(name), ["admin", "disabled"])
+        flags = pipe.execute()
+    if not any(admin == "1" and disabled != "1" for admin, disabled in flags):
+        raise StoreError(f"{leaving!r} is the last enabled admin: make another user admin first")
 
 
 @functools.cache

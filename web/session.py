@@ -17,7 +17,7 @@ from litestar.response import Redirect
 from litestar.security.jwt import JWTCookieAuth, Token
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from proto import keys
+from proto import keys, store
 from proto.bus import RedisUnavailable, check, connect, redact_url
 from web.settings import WebSettings
 from web.views import User
@@ -61,9 +61,10 @@ def derived_secret(secret: str, purpose: str) -> str:
 
 async def retrieve_user(token: Token,
                         connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
-    """The user named by a valid token, checked against Redis so a deleted user is out."""
+    """The user named by a valid token, checked against Redis so a deleted or disabled user
+    is out, and so is a session from before the user's password was reset."""
     record: dict[str, str] = await connection.app.state.ar.hgetall(keys.user(token.sub))
-    if not record:
+    if not record or not store.session_valid(record, token.iat.timestamp()):
         return None
     return User(name=token.sub, admin=record.get("admin") == "1")
 

@@ -29,3 +29,17 @@ class WebSettings(BaseSettings):
     # The test-message page says no notifier is running when none picked the request up
     # within this time.
     test_message_wait_s: float = Field(default=10.0, gt=0)
+    # Broker API credentials are stored sealed with this key (a Fernet key, or a passphrase
+    # of 16+ characters; several comma-separated, newest first, to rotate). Unset: a key
+    # derived from a configured JWT secret; neither set: the admin cannot store credentials.
+    secrets_key: SecretStr | None = None
+    # /metrics answers a request with "Authorization: Bearer <metrics_token>" (a Prometheus
+    # scraper) or from a signed-in admin; unset, only admins.
+    metrics_token: SecretStr | None = None
+    # Where the broker logins go; the API roots may point at a test server.
+    kite_login_url: str = "https://kite.zerodha.com/connect/login"
+    kite_api_url: str = "https://api.kite.trade"
+    upstox_api_url: str = "https://api.upstox.com"
+    # The dashboard's address as the brokers see it (the Upstox redirect URI is built from
+    # it, e.g. https://alerts.example.com); unset, taken from each request.
+    public_url: str | None = None
