@@ -23,6 +23,7 @@ from web.settings import WebSettings
 from web.views import User
 
 HEALTH_TIMEOUT_S = 2.0
+MAX_SYMS_PARAM = 4000  # a watchlist of 50 long symbol names
 
 
 @get("/healthz", exclude_from_auth=True)
@@ -70,11 +71,15 @@ async def events(
     settings: NamedDependency[WebSettings],
     drain: NamedDependency[Drain],
     since: FromQuery[str | None] = None,
+    syms: Annotated[str | None, QueryParameter(max_length=MAX_SYMS_PARAM)] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="last-event-id")] = None,
 ) -> ServerSentEvent:
     """Live alerts and quotes. A reconnecting browser sends ``Last-Event-ID`` and resumes
-    right after it; the first connection starts from the cursor the page was rendered with."""
+    right after it; the first connection starts from the cursor the page was rendered with.
+    ``syms`` (comma-separated) limits quotes to the symbols the page shows."""
     cursor = (valid_entry_id(last_event_id)
               or valid_entry_id(since) or await latest_id(ar))
     timing = StreamTiming(settings.quotes_interval_s, settings.heartbeat_interval_s)
-    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats, drain))
+    symbols = None if syms is None else frozenset(s.strip() for s in syms.split(",") if s.strip())
+    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats, drain,
+                                       symbols))

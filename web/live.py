@@ -81,14 +81,18 @@ class StreamState:
     """What one browser has been told; turns new quotes and alert entries into messages.
     Pure: no I/O, no clock."""
 
-    def __init__(self, user: User, cursor: str) -> None:
+    def __init__(self, user: User, cursor: str,
+                 symbols: frozenset[str] | None = None) -> None:
         self.user = user
+        self.symbols = symbols  # the quotes this page shows; None: every symbol
         self.cursor = cursor  # the last alert entry read
         self.told_cursor = cursor  # the last entry id the browser holds as its Last-Event-ID
         self.sent_quotes: dict[str, str] = {}
 
     def quote_messages(self, quotes: dict[str, str]) -> list[ServerSentEventMessage]:
         messages = []
+        if self.symbols is not None:
+            quotes = {s: quotes[s] for s in self.symbols if s in quotes}
         changed = {s: q for s, q in quotes.items() if self.sent_quotes.get(s) != q}
         if changed:
             self.sent_quotes.update(changed)
@@ -112,10 +116,12 @@ class StreamState:
 
 async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: str,
                       timing: StreamTiming, stats: Stats,
-                      drain: Drain) -> AsyncIterator[ServerSentEventMessage]:
-    """Server-sent events for one browser, starting after alert entry ``cursor``."""
+                      drain: Drain, symbols: frozenset[str] | None = None,
+                      ) -> AsyncIterator[ServerSentEventMessage]:
+    """Server-sent events for one browser, starting after alert entry ``cursor``; quotes of
+    ``symbols`` only when given."""
     yield ServerSentEventMessage(data=None, comment="connected", retry=RETRY_MS)
-    state = StreamState(user, cursor)
+    state = StreamState(user, cursor, symbols)
     redis_ok = True
     next_quotes = 0.0
     last_write = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import redis
 import redis.asyncio as aredis
@@ -14,11 +14,13 @@ from litestar.enums import RequestEncodingType
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_401_UNAUTHORIZED
+from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_422_UNPROCESSABLE_ENTITY
 
-from proto import keys, store
+from proto import store
 from proto.runtime import Stats
+from web import watchlist
 from web.alerts import recent_alerts
+from web.feeds import banner_context, read_problems
 from web.session import Sessions, safe_next
 from web.settings import WebSettings
 from web.views import User, alert_view, quote_views
@@ -81,19 +83,36 @@ async def logout(request: Request[User, Any, Any], sessions: NamedDependency[Ses
     return sessions.sign_out()
 
 
+async def dashboard_page(request: Request[User, Any, Any], ar: aredis.Redis,
+                         settings: WebSettings, *, watch_error: str | None = None,
+                         entered: str = "") -> Template:
+    """The dashboard: the user's watchlist, the feed banner and the live alerts feed; with
+    ``watch_error`` (a refused watchlist form without script) it answers 422."""
+    user = request.user
+    watch = await watchlist.get_watchlist(ar, user.name)
+    quotes = await watchlist.watched_quotes(ar, watch)
+    views = {view["sym"]: view for view in quote_views(quotes)}
+    alerts, cursor = await recent_alerts(ar, user, limit=settings.history_alerts,
+                                         scan=settings.history_scan)
+    return Template("dashboard.html", media_type=MediaType.HTML,
+                    status_code=HTTP_422_UNPROCESSABLE_ENTITY if watch_error else 200,
+                    context={
+        "user": user,
+        "watch": await watchlist.watch_rows(ar, watch, views, quotes),
+        "watch_syms": watch,
+        "max_symbols": watchlist.MAX_SYMBOLS,
+        "watch_error": watch_error,
+        "entered": entered,
+        "alerts": [alert_view(entry_id, alert) for entry_id, alert in alerts],
+        "cursor": cursor,
+        **banner_context(await read_problems(ar)),
+    })
+
+
 @get("/")
 async def dashboard(
     request: Request[User, Any, Any],
     ar: NamedDependency[aredis.Redis],
     settings: NamedDependency[WebSettings],
 ) -> Template:
-    user = request.user
-    quotes = cast(dict[str, str], await ar.hgetall(keys.QUOTES))
-    alerts, cursor = await recent_alerts(ar, user, limit=settings.history_alerts,
-                                         scan=settings.history_scan)
-    return Template("dashboard.html", media_type=MediaType.HTML, context={
-        "user": user,
-        "quotes": quote_views(quotes),
-        "alerts": [alert_view(entry_id, alert) for entry_id, alert in alerts],
-        "cursor": cursor,
-    })
+    return await dashboard_page(request, ar, settings)

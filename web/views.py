@@ -70,7 +70,9 @@ def quote_view(sym: str, raw: str) -> dict[str, Any] | None:
         chg_pct = None if chg is None else float(chg)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+    bar = q.get("bar")  # the open one-minute bar, for live candles and sparklines
     return {
+        "bar": bar if isinstance(bar, list) and len(bar) == 6 else None,
         "sym": sym,
         "ltp": price(ltp),
         "chg_pct": "" if chg_pct is None else f"{chg_pct:+.2f}%",
