@@ -13,11 +13,16 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
-from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_400_BAD_REQUEST,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from proto import keys
 from proto.runtime import Stats
-from web.alerts import latest_id, recent_alerts, valid_entry_id
+from web import history
+from web.alerts import latest_id, valid_entry_id
 from web.live import Drain, QuoteBoard, StreamTiming, live_events
 from web.settings import WebSettings
 from web.views import User
@@ -55,11 +60,26 @@ async def api_alerts(
     ar: NamedDependency[aredis.Redis],
     settings: NamedDependency[WebSettings],
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
-) -> dict[str, Any]:
-    """The caller's newest alerts, newest first, and the cursor to follow ``/events`` from."""
-    found, cursor = await recent_alerts(ar, request.user, limit=limit, scan=settings.history_scan)
-    alerts = [{"entry_id": entry_id, **dataclasses.asdict(alert)} for entry_id, alert in found]
-    return {"alerts": alerts, "cursor": cursor}
+    symbol: history.SymbolParam = None,
+    rule: history.RuleParam = None,
+    date_from: history.FromParam = None,
+    date_to: history.ToParam = None,
+    before: history.BeforeParam = None,
+) -> Response[dict[str, Any]]:
+    """The caller's alerts, newest first, filtered as the alert history page filters them,
+    each with its delivery per channel; ``next`` is the ``before`` of the next (older) page
+    (null at the end) and ``cursor`` the entry id to follow ``/events`` from."""
+    try:
+        query = history.AlertQuery.parse(symbol=symbol, rule=rule, date_from=date_from,
+                                         date_to=date_to, before=before, limit=limit)
+    except history.QueryError as exc:
+        return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
+                         "errors": {exc.field: exc.message}}, status_code=HTTP_400_BAD_REQUEST)
+    page = await history.find_alerts(ar, request.user, query, scan=settings.history_scan)
+    logs = await history.delivery_logs(ar, page.alerts)
+    alerts = [{"entry_id": entry_id, **dataclasses.asdict(alert), **logs[alert.id]}
+              for entry_id, alert in page.alerts]
+    return Response({"alerts": alerts, "cursor": page.cursor, "next": page.next_before})
 
 
 @get("/events")

@@ -21,7 +21,7 @@ from litestar.template.config import TemplateConfig
 
 from proto.bus import aconnect, connect
 from proto.runtime import Stats, heartbeat_loop
-from web import admin, api, detail, metrics, pages, testmsg
+from web import admin, api, detail, feeds, metrics, pages, symbols, testmsg, watchlist
 from web.errors import EXCEPTION_HANDLERS
 from web.live import Drain, QuoteBoard
 from web.session import Sessions, derived_secret, jwt_secret
@@ -94,6 +94,8 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             api.healthz, api.api_quotes, api.api_alerts, api.events,
             detail.alert_page, detail.api_alert,
             testmsg.request_test, testmsg.test_page, testmsg.api_test,
+            watchlist.watchlist_add, watchlist.watchlist_remove, feeds.feed_banner,
+            symbols.symbol_page, symbols.api_bars,
             admin.router, metrics.metrics,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        opt={"exclude_from_auth": True},

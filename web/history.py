@@ -1,0 +1,262 @@
+"""Alert history: the user's alerts filtered by symbol, rule and time, newest first, a page
+at a time, each with its delivery per channel (status and latency, from the notifier's
+records as ``proto.delivery`` reads them). ``GET /api/alerts`` answers the same query.
+
+A page is read backwards through ``sa:alerts`` from a cursor (``before``, an entry id), so
+paging costs the same at any depth; a request looks at most ``history_scan`` entries, and
+when that ends the page early its "older" link goes on from where the search stopped. The
+time range applies to when the alert was raised (its entry id), in IST for plain dates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, cast
+from urllib.parse import urlencode
+
+import redis
+import redis.asyncio as aredis
+from litestar import MediaType, Request, get
+from litestar.concurrency import sync_to_thread
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+from litestar.response import Template
+
+from proto import delivery, keys, store
+from proto.display import IST, alert_path, format_ist
+from proto.events import Alert
+from web.alerts import START_ID, Entry, latest_id, valid_entry_id, visible_alert
+from web.settings import WebSettings
+from web.views import User, price
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_CHUNK = 500
+_DAY_MS = 86_400_000
+_DIGITS_RE = re.compile(r"^\d{1,15}$")
+
+# Query parameters shared by the page and the API.
+SymbolParam = Annotated[str | None, QueryParameter(max_length=64, description=(
+    "Only alerts of this symbol (EXCHANGE:TRADINGSYMBOL)"))]
+RuleParam = Annotated[str | None, QueryParameter(max_length=64, description=(
+    "Only alerts of this rule id"))]
+FromParam = Annotated[str | None, QueryParameter(name="from", max_length=40, description=(
+    "Alerts raised at or after: a date (YYYY-MM-DD, from 00:00 IST), ISO-8601 with an "
+    "offset, or epoch ms"))]
+ToParam = Annotated[str | None, QueryParameter(name="to", max_length=40, description=(
+    "Alerts raised before: a date (YYYY-MM-DD, that whole day IST included), ISO-8601 with "
+    "an offset, or epoch ms"))]
+BeforeParam = Annotated[str | None, QueryParameter(max_length=42, description=(
+    "Page cursor: only alerts older than this sa:alerts entry id (the previous page's next)"))]
+
+
+class QueryError(ValueError):
+    """A filter that cannot be read; ``field`` is the query parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_time(text: str, field: str, *, end: bool) -> int:
+    """Epoch ms of a filter bound. A date is an IST day: its start, or for the ``end`` bound
+    the start of the next day, so ``to=2026-11-30`` includes the 30th."""
+    text = text.strip()
+    if _DIGITS_RE.match(text):
+        return int(text)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=IST)
+            return max(0, int((start + timedelta(days=1 if end else 0)).timestamp() * 1000))
+        moment = datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise QueryError(field, "expected a date (YYYY-MM-DD), ISO-8601 with an offset "
+                                "or epoch ms") from None
+    if moment.tzinfo is None:
+        raise QueryError(field, "a time needs a UTC offset, e.g. 2026-11-30T09:15+05:30")
+    return max(0, int(moment.timestamp() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    symbol: str | None = None
+    rule: str | None = None
+    start_ms: int | None = None  # raised at or after
+    end_ms: int | None = None  # raised before
+    before: str | None = None  # entry id: only older entries
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def parse(cls, *, symbol: str | None = None, rule: str | None = None,
+              date_from: str | None = None, date_to: str | None = None,
+              before: str | None = None, limit: int = PAGE_SIZE) -> AlertQuery:
+        """The query from request parameters (blank ones ignored); QueryError on the first
+        one that cannot be read."""
+        start = parse_time(date_from, "from", end=False) if date_from and date_from.strip() \
+            else None
+        end = parse_time(date_to, "to", end=True) if date_to and date_to.strip() else None
+        if start is not None and end is not None and end <= start:
+            raise QueryError("to", "must be after from")
+        cursor = None
+        if before and before.strip():
+            cursor = valid_entry_id(before)
+            if cursor is None:
+                raise QueryError("before", "not a page cursor (an entry id like 1700000000000-0)")
+        return cls(symbol=(symbol or "").strip().upper() or None,
+                   rule=(rule or "").strip() or None, start_ms=start, end_ms=end,
+                   before=cursor, limit=limit)
+
+    def matches(self, alert: Alert) -> bool:
+        return ((self.symbol is None or alert.sym == self.symbol)
+                and (self.rule is None or alert.rule == self.rule))
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def upper_bound(query: AlertQuery, newest: str) -> str:
+    """The XREVRANGE ``max`` of the query: before its cursor, its end and past ``newest``
+    (the live cursor handed out with the page: nothing newer may be on it)."""
+    ms, seq = _id_key(newest)
+    bounds = [(ms, seq + 1)]  # exclusive bounds: up to and including ``newest``
+    if query.before is not None:
+        bounds.append(_id_key(query.before))
+    if query.end_ms is not None:
+        bounds.append((query.end_ms, 0))
+    ms, seq = min(bounds)
+    return f"({ms}-{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    alerts: list[tuple[str, Alert]]
+    cursor: str  # the stream's newest entry id when read: /events goes on from it
+    next_before: str | None  # the next (older) page's cursor; None at the end
+    searched_to_ms: int | None  # the scan budget ran out here (the page may be short)
+
+
+async def find_alerts(ar: aredis.Redis, user: User, query: AlertQuery, *,
+                      scan: int) -> HistoryPage:
+    """One page of the alerts ``user`` may see that match ``query``, newest first."""
+    cursor = await latest_id(ar)
+    if cursor == START_ID:
+        return HistoryPage([], cursor, None, None)
+    upper = upper_bound(query, cursor)
+    if upper == "(0-0":  # before the first possible entry
+        return HistoryPage([], cursor, None, None)
+    lower = f"{query.start_ms}-0" if query.start_ms is not None else "-"
+    found: list[tuple[str, Alert]] = []
+    scanned = 0
+    while True:
+        count = max(1, min(_CHUNK, scan - scanned))
+        chunk = cast(list[Entry], await ar.xrevrange(keys.ALERTS, max=upper, min=lower,
+                                                     count=count))
+        for entry_id, fields in chunk:
+            alert = visible_alert(user, entry_id, fields)
+            if alert is not None and query.matches(alert):
+                found.append((entry_id, alert))
+                if len(found) >= query.limit:
+                    return HistoryPage(found, cursor, entry_id, None)
+        scanned += len(chunk)
+        if len(chunk) < count:
+            return HistoryPage(found, cursor, None, None)
+        last = chunk[-1][0]
+        if scanned >= scan:
+            return HistoryPage(found, cursor, last, _id_key(last)[0])
+        upper = "(" + last
+
+
+async def delivery_logs(ar: aredis.Redis,
+                        alerts: list[tuple[str, Alert]]) -> dict[str, dict[str, Any]]:
+    """Alert id -> ``folded_into`` (a digest id or None) and ``deliveries`` (one row per
+    channel, ``proto.delivery.delivery_rows``), read in one round trip."""
+    users = sorted({alert.user for _eid, alert in alerts})
+    async with ar.pipeline(transaction=False) as pipe:
+        for _eid, alert in alerts:
+            pipe.hgetall(keys.delivery(alert.id))
+        for name in users:
+            pipe.hgetall(keys.user_channels(name))
+        replies: list[dict[str, str]] = await pipe.execute()
+    channels = dict(zip(users, replies[len(alerts):], strict=True))
+    logs = {}
+    for (_eid, alert), raw in zip(alerts, replies[:len(alerts)], strict=False):
+        folded, records = delivery.delivery_log(raw)
+        logs[alert.id] = {"folded_into": folded or None,
+                          "deliveries": delivery.delivery_rows(records, channels[alert.user])}
+    return logs
+
+
+def _latency(ms: Any) -> str:
+    return "" if ms is None else f"{float(ms):,.0f} ms"
+
+
+def history_row(entry_id: str, alert: Alert, log: dict[str, Any]) -> dict[str, Any]:
+    folded = log["folded_into"]
+    return {
+        "entry_id": entry_id, "id": alert.id, "href": alert_path(alert.id), "user": alert.user,
+        "sym": alert.sym, "kind": alert.kind, "rule": alert.rule, "ltp": price(alert.ltp),
+        "msg": alert.msg, "time": format_ist(alert.ts),
+        "latency_ms": f"{alert.latency_us() / 1000:.2f}",
+        "folded_into": None if not folded else {"id": folded, "href": alert_path(folded)},
+        "deliveries": [{"channel": d["channel"], "tag": d["tag"], "status": d["status"],
+                        "attempts": d["attempts"], "error": d["error"],
+                        "latency": _latency(d["latency_ms"])} for d in log["deliveries"]],
+    }
+
+
+def _rule_choices(r: redis.Redis, user: User) -> list[dict[str, str]]:
+    return [{"id": rule.id, "label": f"{rule.symbol} {rule.kind}", "symbol": rule.symbol}
+            for rule in store.list_rules(r, user.name)]
+
+
+@get("/alerts")
+async def alerts_page(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    r: NamedDependency[redis.Redis],
+    settings: NamedDependency[WebSettings],
+    symbol: SymbolParam = None,
+    rule: RuleParam = None,
+    date_from: FromParam = None,
+    date_to: ToParam = None,
+    before: BeforeParam = None,
+) -> Template:
+    user = request.user
+    filters = {"symbol": symbol or "", "rule": rule or "", "from": date_from or "",
+               "to": date_to or ""}
+    error = None
+    try:
+        query = AlertQuery.parse(symbol=symbol, rule=rule, date_from=date_from,
+                                 date_to=date_to, before=before)
+    except QueryError as exc:
+        error, query = exc, None
+    rows: list[dict[str, Any]] = []
+    older = None
+    searched_to = None
+    kept = {k: v for k, v in filters.items() if v}
+    if query is not None:
+        page = await find_alerts(ar, user, query, scan=settings.history_scan)
+        logs = await delivery_logs(ar, page.alerts)
+        rows = [history_row(eid, alert, logs[alert.id]) for eid, alert in page.alerts]
+        if page.next_before is not None:
+            older = "/alerts?" + urlencode({**kept, "before": page.next_before})
+        if page.searched_to_ms is not None:
+            searched_to = format_ist(page.searched_to_ms)
+    choices = await sync_to_thread(_rule_choices, r, user)
+    return Template("alerts.html", media_type=MediaType.HTML, context={
+        "user": user, "rows": rows, "filters": filters, "older": older,
+        "paged": query is not None and query.before is not None,
+        "newest": "/alerts?" + urlencode(kept) if kept else "/alerts",
+        "searched_to": searched_to,
+        "errors": {} if error is None else {error.field: error.message},
+        "rules": choices, "symbols": sorted({c["symbol"] for c in choices}),
+    })
+
+
+ROUTES = [alerts_page]

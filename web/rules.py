@@ -1,0 +1,241 @@
+"""The rules pages: the signed-in user's rules, a form per kind to create and edit them,
+pause, resume and delete. Every form works without script; with htmx the kind's fields
+swap in place and a row's buttons update only that row.
+
+A rule is checked by ``proto.rules.parse_rule`` and written through ``proto.store``, the
+same code as ``stormalert rule add``; the store appends each change to ``sa:rules:changes``,
+which the engine shards apply live. A user sees and changes only their own rules: anybody
+else's rule id is a 404, as if it did not exist (admins included).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+import redis
+from litestar import MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body, FromPath, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_422_UNPROCESSABLE_ENTITY
+
+from proto import keys, store
+from proto.display import alert_path
+from proto.rules import RULE_ID_RE, Rule, RuleError, parse_rule
+from web import ruleform
+from web.settings import WebSettings
+from web.views import User
+
+Form = Annotated[dict[str, str | list[str]],
+                 Body(media_type=RequestEncodingType.URL_ENCODED)]
+DEFAULT_KIND = "cross_above"
+_SCAN_CHUNK = 500
+
+
+def own_rule(r: redis.Redis, user: User, rule_id: str) -> Rule:
+    """The user's rule with this id; NotFoundException for any other id."""
+    if not RULE_ID_RE.match(rule_id):
+        raise NotFoundException()
+    rule = store.get_rule(r, rule_id)
+    if rule is None or rule.user != user.name:
+        raise NotFoundException()
+    return rule
+
+
+def save_rule(r: redis.Redis, user: User, data: dict[str, Any], *, rule_id: str | None = None,
+              active: bool | None = None) -> Rule:
+    """Check and store the rule ``data`` describes: a new one, or the replacement of the
+    user's rule ``rule_id`` (which keeps its active state unless ``active`` is given).
+    Raises RuleError or StoreError, whose ``errors_of`` say what is wrong where."""
+    overrides: dict[str, Any] = {"user": user.name}
+    if rule_id is None:
+        if active is not None:
+            overrides["active"] = active
+        return store.add_rule(r, parse_rule(data, **overrides))
+    current = own_rule(r, user, rule_id)
+    overrides.update(id=rule_id, active=current.active if active is None else active)
+    return store.update_rule(r, parse_rule(data, **overrides))
+
+
+def errors_of(exc: RuleError | store.StoreError) -> dict[str, str]:
+    """Field (``symbol``, ``params.pct``, ...) -> message; ``""`` for the rule as a whole."""
+    if isinstance(exc, RuleError):
+        return exc.fields or {"": str(exc)}
+    return {exc.field or "": str(exc)}
+
+
+def form_errors(errors: dict[str, str]) -> dict[str, str]:
+    """Errors by form input: a list item's error (``channels.0``) goes to its list."""
+    out: dict[str, list[str]] = {}
+    for where, msg in errors.items():
+        parts = where.split(".")
+        name = ".".join(parts[:2]) if parts[0] == "params" else parts[0]
+        out.setdefault(name, []).append(msg)
+    return {name: "; ".join(msgs) for name, msgs in out.items()}
+
+
+def last_fired(r: redis.Redis, user: str, rule_ids: set[str],
+               scan: int) -> dict[str, tuple[int, str]]:
+    """Rule id -> (tick time in epoch ms, alert id) of its newest alert, for the rules that
+    fired within the newest ``scan`` entries of ``sa:alerts``."""
+    found: dict[str, tuple[int, str]] = {}
+    upper, scanned = "+", 0
+    while scanned < scan and len(found) < len(rule_ids):
+        count = min(_SCAN_CHUNK, scan - scanned)
+        chunk = cast(list[tuple[str, dict[str, str]]],
+                     r.xrevrange(keys.ALERTS, max=upper, min="-", count=count))
+        for _entry_id, fields in chunk:
+            rule = fields.get("rule", "")
+            if fields.get("user") == user and rule in rule_ids and rule not in found:
+                try:
+                    found[rule] = (int(fields.get("ts", "")), fields.get("id", ""))
+                except ValueError:
+                    continue
+        scanned += len(chunk)
+        if len(chunk) < count:
+            break
+        upper = "(" + chunk[-1][0]
+    return found
+
+
+def row_of(rule: Rule, last: tuple[int, str] | None) -> dict[str, Any]:
+    row = ruleform.rule_row(rule, last)
+    if row["last_fired"] is not None:
+        row["last_fired"]["href"] = alert_path(row["last_fired"]["id"])
+    return row
+
+
+def _form_page(r: redis.Redis, user: User, values: dict[str, Any], *,
+               errors: dict[str, str] | None = None, rule_id: str | None = None,
+               status: int = 200) -> Template:
+    kind = str(values.get("kind") or DEFAULT_KIND)
+    chosen = values.get("channels") or ([] if errors else ["default"])
+    return Template("rules_form.html", status_code=status, media_type=MediaType.HTML, context={
+        "user": user, "rule_id": rule_id, "kind": kind,
+        "action": f"/rules/{rule_id}" if rule_id else "/rules",
+        "values": {**values, "kind": kind, "channels": chosen},
+        "errors": form_errors(errors or {}),
+        "kinds": ruleform.kinds(), "kind_help": ruleform.kind_help(kind),
+        "fields": ruleform.param_fields(kind), "frequencies": ruleform.FREQUENCIES,
+        "tags": ruleform.channel_tags(store.list_channels(r, user.name), chosen),
+    })
+
+
+def _submit(r: redis.Redis, user: User, data: dict[str, str | list[str]],
+            rule_id: str | None) -> Response[Any]:
+    """A posted form: show the other kind's fields, or save and go back to the list (or,
+    for "Save and test", to the rule's test on history: a new rule is saved paused, so it
+    is tested before it is armed)."""
+    values = ruleform.submitted_values(data)
+    action = values.pop("_action", "")
+    values.pop("_csrf_token", None)
+    if action == "kind":
+        return _form_page(r, user, values, rule_id=rule_id)
+    testing = action == "test"
+    try:
+        rule = save_rule(r, user, ruleform.rule_data(data), rule_id=rule_id,
+                         active=False if testing and rule_id is None else None)
+    except (RuleError, store.StoreError) as exc:
+        return _form_page(r, user, values, errors=errors_of(exc), rule_id=rule_id,
+                          status=HTTP_422_UNPROCESSABLE_ENTITY)
+    target = f"/rules/{rule.id}/test" if testing else f"/rules?saved={rule.id}"
+    return Redirect(target, status_code=HTTP_303_SEE_OTHER)
+
+
+@get("/rules", sync_to_thread=True)
+def rules_page(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
+               settings: NamedDependency[WebSettings],
+               saved: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
+    user = request.user
+    rules = store.list_rules(r, user.name)
+    last = last_fired(r, user.name, {rule.id for rule in rules}, settings.history_scan)
+    rows = [row_of(rule, last.get(rule.id)) for rule in rules]
+    return Template("rules.html", media_type=MediaType.HTML, context={
+        "user": user, "rows": rows,
+        "saved": saved if saved in {rule.id for rule in rules} else None})
+
+
+@get("/rules/new", sync_to_thread=True)
+def new_rule_page(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
+                  kind: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                  symbol: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
+    values = {"kind": kind if kind in ruleform.KIND_HELP or (
+        kind and ruleform.param_fields(kind)) else DEFAULT_KIND, "symbol": symbol or ""}
+    return _form_page(r, request.user, values)
+
+
+@get("/rules/params")
+async def params_fragment(
+        kind: Annotated[str, QueryParameter(max_length=64)] = DEFAULT_KIND) -> Template:
+    """The params inputs of one kind (htmx swaps them in when the kind changes)."""
+    if not ruleform.param_fields(kind) and kind not in ruleform.KIND_HELP:
+        raise NotFoundException()
+    return Template("rules_params.html", media_type=MediaType.HTML, context={
+        "kind": kind, "kind_help": ruleform.kind_help(kind),
+        "fields": ruleform.param_fields(kind), "values": {}, "errors": {}})
+
+
+@post("/rules", sync_to_thread=True)
+def create_rule(request: Request[User, Any, Any], data: Form,
+                r: NamedDependency[redis.Redis]) -> Response[Any]:
+    return _submit(r, request.user, data, None)
+
+
+@get("/rules/{rule_id:str}/edit", sync_to_thread=True)
+def edit_rule_page(request: Request[User, Any, Any], rule_id: FromPath[str],
+                   r: NamedDependency[redis.Redis]) -> Template:
+    rule = own_rule(r, request.user, rule_id)
+    return _form_page(r, request.user, ruleform.form_values(rule), rule_id=rule.id)
+
+
+@post("/rules/{rule_id:str}", sync_to_thread=True)
+def update_rule(request: Request[User, Any, Any], rule_id: FromPath[str], data: Form,
+                r: NamedDependency[redis.Redis]) -> Response[Any]:
+    own_rule(r, request.user, rule_id)
+    return _submit(r, request.user, data, rule_id)
+
+
+def _changed(request: Request[User, Any, Any], r: redis.Redis, rule: Rule | None,
+             settings: WebSettings) -> Response[Any]:
+    """After a pause, resume or delete: htmx gets the row (nothing for a deleted rule) to
+    swap in; a plain form goes back to the list."""
+    if not request.headers.get("hx-request"):
+        return Redirect("/rules", status_code=HTTP_303_SEE_OTHER)
+    if rule is None:
+        return Response("", media_type=MediaType.HTML)
+    last = last_fired(r, rule.user, {rule.id}, settings.history_scan).get(rule.id)
+    return Template("rules_row.html", media_type=MediaType.HTML,
+                    context={"row": row_of(rule, last)})
+
+
+@post("/rules/{rule_id:str}/pause", sync_to_thread=True)
+def pause_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+               r: NamedDependency[redis.Redis],
+               settings: NamedDependency[WebSettings]) -> Response[Any]:
+    own_rule(r, request.user, rule_id)
+    rule = store.set_rule_active(r, rule_id, False, user=request.user.name)
+    return _changed(request, r, rule, settings)
+
+
+@post("/rules/{rule_id:str}/resume", sync_to_thread=True)
+def resume_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                r: NamedDependency[redis.Redis],
+                settings: NamedDependency[WebSettings]) -> Response[Any]:
+    own_rule(r, request.user, rule_id)
+    rule = store.set_rule_active(r, rule_id, True, user=request.user.name)
+    return _changed(request, r, rule, settings)
+
+
+@post("/rules/{rule_id:str}/delete", sync_to_thread=True)
+def delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                r: NamedDependency[redis.Redis],
+                settings: NamedDependency[WebSettings]) -> Response[Any]:
+    own_rule(r, request.user, rule_id)
+    store.remove_rule(r, rule_id, user=request.user.name)
+    return _changed(request, r, None, settings)
+
+
+ROUTES = [rules_page, new_rule_page, params_fragment, create_rule, edit_rule_page,
+          update_rule, pause_rule, resume_rule, delete_rule]
