@@ -21,7 +21,20 @@ from litestar.template.config import TemplateConfig
 
 from proto.bus import aconnect, connect
 from proto.runtime import Stats, heartbeat_loop
-from web import admin, api, detail, feeds, metrics, pages, symbols, testmsg, watchlist
+from web import (
+    admin,
+    api,
+    detail,
+    feeds,
+    history,
+    metrics,
+    pages,
+    rules,
+    rules_api,
+    symbols,
+    testmsg,
+    watchlist,
+)
 from web.errors import EXCEPTION_HANDLERS
 from web.live import Drain, QuoteBoard
 from web.session import Sessions, derived_secret, jwt_secret
@@ -97,6 +110,9 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             watchlist.watchlist_add, watchlist.watchlist_remove, feeds.feed_banner,
             symbols.symbol_page, symbols.api_bars,
             admin.router, metrics.metrics,
+            *rules.ROUTES,
+            *rules_api.ROUTES,
+            *history.ROUTES,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        opt={"exclude_from_auth": True},
                                        cache_control=CacheControlHeader(max_age=300)),
