@@ -155,10 +155,12 @@ def test_user_changes_need_the_csrf_token(root: TestClient[Any], r: redis.Redis)
     assert "disabled" not in (store.get_user(r, "alice") or {})
 
 
-def beat(r: redis.Redis, process: str, *, ticks: int, rate: float, **gauges: Any) -> None:
-    """A heartbeat as proto.runtime writes it."""
+def beat(r: redis.Redis, process: str, *, rate: float = 0.0,
+         counters: dict[str, int] | None = None, **gauges: Any) -> None:
+    """A heartbeat as proto.runtime writes it; ``rate`` is the ticks/s."""
     stats = Stats(process)
-    stats.inc("ticks", ticks)
+    for name, n in (counters or {}).items():
+        stats.inc(name, n)
     stats.gauges.update(gauges)
     r.set(keys.heartbeat(process), orjson.dumps(stats.snapshot({"ticks": rate})),
           ex=keys.HEARTBEAT_TTL_S)
@@ -173,9 +175,9 @@ def add_alerts(r: redis.Redis, latencies_ms: list[float]) -> None:
 
 
 def test_status_page(root: TestClient[Any], r: redis.Redis) -> None:
-    beat(r, "ingest-sim", ticks=5000, rate=1234.5, feed="sim", connected=1)
-    beat(r, "engine-0", ticks=3000, rate=700.0, shard=0, shards=2)
-    beat(r, "engine-1", ticks=2000, rate=534.5, shard=1, shards=2)
+    beat(r, "ingest-sim", counters={"ticks": 5000}, rate=1234.5, feed="sim", connected=1)
+    beat(r, "engine-0", counters={"ticks": 3000}, rate=700.0, shard=0, shards=2)
+    beat(r, "engine-1", counters={"ticks": 2000}, rate=534.5, shard=1, shards=2)
     for shard in (0, 1):
         r.xgroup_create(keys.ticks(shard), keys.ENGINE_GROUP, id="0", mkstream=True)
         for i in range(3 + shard):
