@@ -216,7 +216,7 @@ def status_view(status: dict[str, Any]) -> dict[str, Any]:
 
 
 router = Router(
-    path="/admin", guards=[admin_only],
+    path="/admin", guards=[admin_only], include_in_schema=False,  # HTML pages, not the API
     route_handlers=[admin_home, users_page, create_user, set_role, reset_password,
                     set_disabled, status_page, *brokers.HANDLERS],
 )
