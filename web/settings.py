@@ -29,6 +29,9 @@ class WebSettings(BaseSettings):
     # The test-message page says no notifier is running when none picked the request up
     # within this time.
     test_message_wait_s: float = Field(default=10.0, gt=0)
+    # The backtest page says no engine worker is running when none picked the job up within
+    # this time.
+    backtest_wait_s: float = Field(default=10.0, gt=0)
     # Broker API credentials are stored sealed with this key (a Fernet key, or a passphrase
     # of 16+ characters; several comma-separated, newest first, to rotate). Unset: a key
     # derived from a configured JWT secret; neither set: the admin cannot store credentials.
