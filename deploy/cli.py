@@ -25,6 +25,7 @@ PROCESS_COMMANDS = {
     "notify": "notify",
     "web": "web",
     "replay": "engine.replay",
+    "backtest": "engine.backtest",
 }
 
 

@@ -78,6 +78,8 @@ def children(s: UpSettings, sim_port: int | None) -> list[Child]:
         feed_env = {"STORMALERT_SIM_URL": f"http://127.0.0.1:{sim_port}"}
     procs += [Child(f"engine-{i}", ["engine", "--shard", str(i), "--shards", str(s.shards)])
               for i in range(s.shards)]
+    # Test on history: the web's backtest jobs, off the shards' cores (it runs niced).
+    procs.append(Child("backtest", ["engine.backtest", "--shards", str(s.shards)]))
     # notify's drain must end before the supervisor's grace period does
     procs.append(Child("notify", ["notify"], env={
         "STORMALERT_DASHBOARD_URL": f"http://{s.host}:{s.port}",
