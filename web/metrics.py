@@ -138,24 +138,26 @@ class RedisCollector:
 
     def _feeds(self, beats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         rate = GaugeMetricFamily("stormalert_ingest_ticks_per_second",
-                                 "Ticks decoded per second by an ingest worker", labels=["feed"])
+                                 "Ticks decoded per second by an ingest worker",
+                                 labels=["process", "feed"])
         ticks = CounterMetricFamily("stormalert_ingest_ticks", "Ticks decoded by an ingest "
-                                    "worker since it started", labels=["feed"])
+                                    "worker since it started", labels=["process", "feed"])
         drops = CounterMetricFamily("stormalert_ingest_dropped_ticks", "Ticks an ingest worker "
-                                    "dropped (overload or a failed write)", labels=["feed"])
+                                    "dropped (overload or a failed write)",
+                                    labels=["process", "feed"])
         connected = GaugeMetricFamily("stormalert_ingest_connections",
                                       "Feed connections an ingest worker has open",
-                                      labels=["feed"])
+                                      labels=["process", "feed"])
         for name, beat in beats.items():
             if not name.startswith("ingest"):
                 continue
             feed = str(beat.get("feed", name.removeprefix("ingest-")))
-            rate.add_metric([feed], _number(beat.get("rates", {}).get("ticks")) or 0.0)
+            rate.add_metric([name, feed], _number(beat.get("rates", {}).get("ticks")) or 0.0)
             counters = beat.get("counters", {})
-            ticks.add_metric([feed], _number(counters.get("ticks")) or 0.0)
-            drops.add_metric([feed], _number(counters.get("drops")) or 0.0)
+            ticks.add_metric([name, feed], _number(counters.get("ticks")) or 0.0)
+            drops.add_metric([name, feed], _number(counters.get("drops")) or 0.0)
             if (value := _number(beat.get("connected"))) is not None:
-                connected.add_metric([feed], value)
+                connected.add_metric([name, feed], value)
         state = GaugeMetricFamily("stormalert_feed_state",
                                   "1 for the state each feed is in (sa:feed:FEED)",
                                   labels=["feed", "state"])
@@ -172,19 +174,19 @@ class RedisCollector:
     def _engine(self, beats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         rate = GaugeMetricFamily("stormalert_engine_ticks_per_second",
                                  "Ticks evaluated per second by an engine shard",
-                                 labels=["shard"])
+                                 labels=["process", "shard"])
         ticks = CounterMetricFamily("stormalert_engine_ticks", "Ticks evaluated by an engine "
-                                    "shard since it started", labels=["shard"])
+                                    "shard since it started", labels=["process", "shard"])
         alerts = CounterMetricFamily("stormalert_engine_alerts", "Alerts written by an engine "
-                                     "shard since it started", labels=["shard"])
+                                     "shard since it started", labels=["process", "shard"])
         for name, beat in beats.items():
             if not name.startswith("engine"):
                 continue
             shard = str(beat.get("shard", name.removeprefix("engine-")))
-            rate.add_metric([shard], _number(beat.get("rates", {}).get("ticks")) or 0.0)
+            rate.add_metric([name, shard], _number(beat.get("rates", {}).get("ticks")) or 0.0)
             counters = beat.get("counters", {})
-            ticks.add_metric([shard], _number(counters.get("ticks")) or 0.0)
-            alerts.add_metric([shard], _number(counters.get("alerts")) or 0.0)
+            ticks.add_metric([name, shard], _number(counters.get("ticks")) or 0.0)
+            alerts.add_metric([name, shard], _number(counters.get("alerts")) or 0.0)
         yield from (rate, ticks, alerts)
 
     def _deliveries(self, beats: dict[str, dict[str, Any]]) -> Iterator[Metric]:

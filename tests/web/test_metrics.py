@@ -76,16 +76,19 @@ def test_metrics_figures(client: TestClient[Any], r: redis.Redis) -> None:
 
     m = scrape(client)
     assert value(m["stormalert_ingest_ticks_per_second"], "stormalert_ingest_ticks_per_second",
-                 feed="sim") == 1234.5
-    assert value(m["stormalert_ingest_ticks"], "stormalert_ingest_ticks_total", feed="sim") == 5000
+                 process="ingest-sim", feed="sim") == 1234.5
+    assert value(m["stormalert_ingest_ticks"], "stormalert_ingest_ticks_total",
+                 process="ingest-sim", feed="sim") == 5000
     assert value(m["stormalert_engine_ticks_per_second"], "stormalert_engine_ticks_per_second",
-                 shard="1") == 534.5
-    assert value(m["stormalert_engine_ticks"], "stormalert_engine_ticks_total", shard="0") == 3000
-    assert value(m["stormalert_engine_alerts"], "stormalert_engine_alerts_total", shard="0") == 9
+                 process="engine-1", shard="1") == 534.5
+    assert value(m["stormalert_engine_ticks"], "stormalert_engine_ticks_total",
+                 process="engine-0", shard="0") == 3000
+    assert value(m["stormalert_engine_alerts"], "stormalert_engine_alerts_total",
+                 process="engine-0", shard="0") == 9
     assert value(m["stormalert_ingest_dropped_ticks"], "stormalert_ingest_dropped_ticks_total",
-                 feed="sim") == 7
+                 process="ingest-sim", feed="sim") == 7
     assert value(m["stormalert_ingest_connections"], "stormalert_ingest_connections",
-                 feed="sim") == 1
+                 process="ingest-sim", feed="sim") == 1
     assert value(m["stormalert_stream_length"], "stormalert_stream_length",
                  stream="sa:ticks:{0}") == 5
     assert value(m["stormalert_consumer_lag"], "stormalert_consumer_lag",
