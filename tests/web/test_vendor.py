@@ -58,4 +58,5 @@ def test_vendored_scripts_are_served_publicly(client: TestClient[Any], path: str
                                               marker: bytes) -> None:
     response = client.get(path)
     assert response.status_code == 200 and marker in response.content
-    assert response.headers["content-type"].startswith(("application/javascript", "text/javascript"))
+    assert response.headers["content-type"].startswith(
+        ("application/javascript", "text/javascript"))
