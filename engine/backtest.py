@@ -27,7 +27,7 @@ import redis
 from pydantic import Field
 
 from engine.backtest_run import run_job
-from proto import bus, keys, settings
+from proto import bus, health, keys, settings
 from proto.backtest import MAX_QUEUED_S, PROGRESS_S, CsvError, JobError, parse_job
 from proto.runtime import Runtime, setup_logging
 from proto.settings import BaseSettings
@@ -197,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, help="number of engine shards (tick streams)")
     parser.add_argument("--consumer", help="this worker's consumer name (stable across restarts)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if this worker's heartbeat is fresh, else 1")
     args = parser.parse_args(argv)
     s = settings.load(BacktestSettings, shards=args.shards, backtest_consumer=args.consumer)
+    if args.check:
+        return health.run_check(s.redis_url, s.backtest_consumer)
     setup_logging(s.backtest_consumer, s.log_level)
     os.nice(s.backtest_nice)  # a backtest yields the CPU to the shards
     r = bus.connect(s.redis_url)
