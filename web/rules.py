@@ -14,12 +14,17 @@ from typing import Annotated, Any, cast
 
 import redis
 from litestar import MediaType, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_422_UNPROCESSABLE_ENTITY
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_303_SEE_OTHER,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
 
 from proto import keys, store
 from proto.display import alert_path
@@ -144,97 +149,126 @@ def _submit(r: redis.Redis, user: User, data: dict[str, str | list[str]],
     return Redirect(target, status_code=HTTP_303_SEE_OTHER)
 
 
-@get("/rules", sync_to_thread=True)
-def rules_page(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
-               settings: NamedDependency[WebSettings],
-               saved: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
-    user = request.user
+# The handlers are async and hand the store's blocking calls to a worker thread themselves:
+# Litestar 2.25 wraps a ``sync_to_thread`` handler a second time when a later handler joins
+# its path, and the wrapped one then answers with a coroutine.
+
+
+def _list_page(r: redis.Redis, user: User, scan: int, saved: str | None) -> Template:
     rules = store.list_rules(r, user.name)
-    last = last_fired(r, user.name, {rule.id for rule in rules}, settings.history_scan)
+    last = last_fired(r, user.name, {rule.id for rule in rules}, scan)
     rows = [row_of(rule, last.get(rule.id)) for rule in rules]
     return Template("rules.html", media_type=MediaType.HTML, context={
         "user": user, "rows": rows,
         "saved": saved if saved in {rule.id for rule in rules} else None})
 
 
-@get("/rules/new", sync_to_thread=True)
-def new_rule_page(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
-                  kind: Annotated[str | None, QueryParameter(max_length=64)] = None,
-                  symbol: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
-    values = {"kind": kind if kind in ruleform.KIND_HELP or (
-        kind and ruleform.param_fields(kind)) else DEFAULT_KIND, "symbol": symbol or ""}
-    return _form_page(r, request.user, values)
+@get("/rules")
+async def rules_page(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
+                     settings: NamedDependency[WebSettings],
+                     saved: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                     ) -> Template:
+    return await sync_to_thread(_list_page, r, request.user, settings.history_scan, saved)
+
+
+def known_kind(kind: str | None) -> bool:
+    return bool(kind) and kind in ruleform.REGISTRY.names()
+
+
+@get("/rules/new")
+async def new_rule_page(
+        request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
+        kind: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        symbol: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
+    values = {"kind": kind if known_kind(kind) else DEFAULT_KIND, "symbol": symbol or ""}
+    return await sync_to_thread(_form_page, r, request.user, values)
 
 
 @get("/rules/params")
 async def params_fragment(
         kind: Annotated[str, QueryParameter(max_length=64)] = DEFAULT_KIND) -> Template:
     """The params inputs of one kind (htmx swaps them in when the kind changes)."""
-    if not ruleform.param_fields(kind) and kind not in ruleform.KIND_HELP:
+    if not known_kind(kind):
         raise NotFoundException()
     return Template("rules_params.html", media_type=MediaType.HTML, context={
         "kind": kind, "kind_help": ruleform.kind_help(kind),
         "fields": ruleform.param_fields(kind), "values": {}, "errors": {}})
 
 
-@post("/rules", sync_to_thread=True)
-def create_rule(request: Request[User, Any, Any], data: Form,
-                r: NamedDependency[redis.Redis]) -> Response[Any]:
-    return _submit(r, request.user, data, None)
+@post("/rules", status_code=HTTP_200_OK)
+async def create_rule(request: Request[User, Any, Any], data: Form,
+                      r: NamedDependency[redis.Redis]) -> Response[Any]:
+    return await sync_to_thread(_submit, r, request.user, data, None)
 
 
-@get("/rules/{rule_id:str}/edit", sync_to_thread=True)
-def edit_rule_page(request: Request[User, Any, Any], rule_id: FromPath[str],
-                   r: NamedDependency[redis.Redis]) -> Template:
-    rule = own_rule(r, request.user, rule_id)
-    return _form_page(r, request.user, ruleform.form_values(rule), rule_id=rule.id)
+def _edit_page(r: redis.Redis, user: User, rule_id: str) -> Template:
+    rule = own_rule(r, user, rule_id)
+    return _form_page(r, user, ruleform.form_values(rule), rule_id=rule.id)
 
 
-@post("/rules/{rule_id:str}", sync_to_thread=True)
-def update_rule(request: Request[User, Any, Any], rule_id: FromPath[str], data: Form,
-                r: NamedDependency[redis.Redis]) -> Response[Any]:
-    own_rule(r, request.user, rule_id)
-    return _submit(r, request.user, data, rule_id)
+@get("/rules/{rule_id:str}/edit")
+async def edit_rule_page(request: Request[User, Any, Any], rule_id: FromPath[str],
+                         r: NamedDependency[redis.Redis]) -> Template:
+    return await sync_to_thread(_edit_page, r, request.user, rule_id)
 
 
-def _changed(request: Request[User, Any, Any], r: redis.Redis, rule: Rule | None,
-             settings: WebSettings) -> Response[Any]:
-    """After a pause, resume or delete: htmx gets the row (nothing for a deleted rule) to
-    swap in; a plain form goes back to the list."""
-    if not request.headers.get("hx-request"):
+def _update(r: redis.Redis, user: User, rule_id: str,
+            data: dict[str, str | list[str]]) -> Response[Any]:
+    own_rule(r, user, rule_id)
+    return _submit(r, user, data, rule_id)
+
+
+@post("/rules/{rule_id:str}", status_code=HTTP_200_OK)
+async def update_rule(request: Request[User, Any, Any], rule_id: FromPath[str], data: Form,
+                      r: NamedDependency[redis.Redis]) -> Response[Any]:
+    return await sync_to_thread(_update, r, request.user, rule_id, data)
+
+
+def _change(r: redis.Redis, user: User, rule_id: str, op: str, htmx: bool,
+            scan: int) -> Response[Any]:
+    """Pause, resume or delete; htmx gets the row (nothing for a deleted rule) to swap in,
+    a plain form goes back to the list."""
+    own_rule(r, user, rule_id)
+    rule: Rule | None = None
+    if op == "delete":
+        store.remove_rule(r, rule_id, user=user.name)
+    else:
+        rule = store.set_rule_active(r, rule_id, op == "resume", user=user.name)
+    if not htmx:
         return Redirect("/rules", status_code=HTTP_303_SEE_OTHER)
     if rule is None:
         return Response("", media_type=MediaType.HTML)
-    last = last_fired(r, rule.user, {rule.id}, settings.history_scan).get(rule.id)
+    last = last_fired(r, user.name, {rule.id}, scan).get(rule.id)
     return Template("rules_row.html", media_type=MediaType.HTML,
                     context={"row": row_of(rule, last)})
 
 
-@post("/rules/{rule_id:str}/pause", sync_to_thread=True)
-def pause_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-               r: NamedDependency[redis.Redis],
-               settings: NamedDependency[WebSettings]) -> Response[Any]:
-    own_rule(r, request.user, rule_id)
-    rule = store.set_rule_active(r, rule_id, False, user=request.user.name)
-    return _changed(request, r, rule, settings)
+async def _changed(request: Request[User, Any, Any], r: redis.Redis, rule_id: str, op: str,
+                   settings: WebSettings) -> Response[Any]:
+    htmx = bool(request.headers.get("hx-request"))
+    return await sync_to_thread(_change, r, request.user, rule_id, op, htmx,
+                                settings.history_scan)
 
 
-@post("/rules/{rule_id:str}/resume", sync_to_thread=True)
-def resume_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                r: NamedDependency[redis.Redis],
-                settings: NamedDependency[WebSettings]) -> Response[Any]:
-    own_rule(r, request.user, rule_id)
-    rule = store.set_rule_active(r, rule_id, True, user=request.user.name)
-    return _changed(request, r, rule, settings)
+@post("/rules/{rule_id:str}/pause", status_code=HTTP_200_OK)
+async def pause_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                     r: NamedDependency[redis.Redis],
+                     settings: NamedDependency[WebSettings]) -> Response[Any]:
+    return await _changed(request, r, rule_id, "pause", settings)
 
 
-@post("/rules/{rule_id:str}/delete", sync_to_thread=True)
-def delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                r: NamedDependency[redis.Redis],
-                settings: NamedDependency[WebSettings]) -> Response[Any]:
-    own_rule(r, request.user, rule_id)
-    store.remove_rule(r, rule_id, user=request.user.name)
-    return _changed(request, r, None, settings)
+@post("/rules/{rule_id:str}/resume", status_code=HTTP_200_OK)
+async def resume_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                      r: NamedDependency[redis.Redis],
+                      settings: NamedDependency[WebSettings]) -> Response[Any]:
+    return await _changed(request, r, rule_id, "resume", settings)
+
+
+@post("/rules/{rule_id:str}/delete", status_code=HTTP_200_OK)
+async def delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                      r: NamedDependency[redis.Redis],
+                      settings: NamedDependency[WebSettings]) -> Response[Any]:
+    return await _changed(request, r, rule_id, "delete", settings)
 
 
 ROUTES = [rules_page, new_rule_page, params_fragment, create_rule, edit_rule_page,

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 import redis
 from litestar import Request, Response, delete, get, post, put
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
-from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 from litestar.types import ExceptionHandlersMap
 
 from proto import store
@@ -134,39 +135,53 @@ def _save(r: redis.Redis, user: User, data: RuleIn, rule_id: str | None = None) 
     return rule_out(save_rule(r, user, body, rule_id=rule_id, active=data.active))
 
 
-@get("/api/rules", sync_to_thread=True)
-def api_list_rules(request: Request[User, Any, Any], r: NamedDependency[redis.Redis]) -> RuleList:
+# Async handlers that hand the store's blocking calls to a thread themselves (see web.rules).
+
+
+def _list(r: redis.Redis, user: User) -> RuleList:
+    return RuleList(rules=[rule_out(rule) for rule in store.list_rules(r, user.name)])
+
+
+@get("/api/rules")
+async def api_list_rules(request: Request[User, Any, Any],
+                         r: NamedDependency[redis.Redis]) -> RuleList:
     """The caller's rules, by id."""
-    return RuleList(rules=[rule_out(rule) for rule in store.list_rules(r, request.user.name)])
+    return await sync_to_thread(_list, r, request.user)
 
 
-@post("/api/rules", sync_to_thread=True, exception_handlers=REJECTED, responses=RESPONSES)
-def api_create_rule(request: Request[User, Any, Any], data: RuleIn,
-                    r: NamedDependency[redis.Redis]) -> RuleOut:
+@post("/api/rules", exception_handlers=REJECTED, responses=RESPONSES)
+async def api_create_rule(request: Request[User, Any, Any], data: RuleIn,
+                          r: NamedDependency[redis.Redis]) -> RuleOut:
     """Create a rule; the engine arms it within a second. The id is chosen by the server."""
-    return _save(r, request.user, data)
+    return await sync_to_thread(_save, r, request.user, data)
 
 
-@get("/api/rules/{rule_id:str}", sync_to_thread=True, responses=RESPONSES)
-def api_get_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                 r: NamedDependency[redis.Redis]) -> RuleOut:
-    return rule_out(own_rule(r, request.user, rule_id))
+def _get(r: redis.Redis, user: User, rule_id: str) -> RuleOut:
+    return rule_out(own_rule(r, user, rule_id))
 
 
-@put("/api/rules/{rule_id:str}", sync_to_thread=True, exception_handlers=REJECTED,
-     responses=RESPONSES)
-def api_replace_rule(request: Request[User, Any, Any], rule_id: FromPath[str], data: RuleIn,
-                     r: NamedDependency[redis.Redis]) -> RuleOut:
+@get("/api/rules/{rule_id:str}", responses=RESPONSES)
+async def api_get_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                       r: NamedDependency[redis.Redis]) -> RuleOut:
+    return await sync_to_thread(_get, r, request.user, rule_id)
+
+
+@put("/api/rules/{rule_id:str}", exception_handlers=REJECTED, responses=RESPONSES)
+async def api_replace_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                           data: RuleIn, r: NamedDependency[redis.Redis]) -> RuleOut:
     """Replace a rule's content (its id stays); the engine re-arms it from scratch."""
-    own_rule(r, request.user, rule_id)
-    return _save(r, request.user, data, rule_id)
+    return await sync_to_thread(_save, r, request.user, data, rule_id)
 
 
-@delete("/api/rules/{rule_id:str}", sync_to_thread=True, responses=RESPONSES)
-def api_delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                    r: NamedDependency[redis.Redis]) -> None:
-    own_rule(r, request.user, rule_id)
-    store.remove_rule(r, rule_id, user=request.user.name)
+def _delete(r: redis.Redis, user: User, rule_id: str) -> None:
+    own_rule(r, user, rule_id)
+    store.remove_rule(r, rule_id, user=user.name)
+
+
+@delete("/api/rules/{rule_id:str}", responses=RESPONSES)
+async def api_delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                          r: NamedDependency[redis.Redis]) -> None:
+    await sync_to_thread(_delete, r, request.user, rule_id)
 
 
 def _set_active(r: redis.Redis, user: User, rule_id: str, active: bool) -> RuleOut:
@@ -174,20 +189,18 @@ def _set_active(r: redis.Redis, user: User, rule_id: str, active: bool) -> RuleO
     return rule_out(store.set_rule_active(r, rule_id, active, user=user.name))
 
 
-@post("/api/rules/{rule_id:str}/pause", sync_to_thread=True, status_code=200,
-      responses=RESPONSES)
-def api_pause_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                   r: NamedDependency[redis.Redis]) -> RuleOut:
+@post("/api/rules/{rule_id:str}/pause", status_code=HTTP_200_OK, responses=RESPONSES)
+async def api_pause_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                         r: NamedDependency[redis.Redis]) -> RuleOut:
     """Pause a rule: it stays stored and stops firing until resumed."""
-    return _set_active(r, request.user, rule_id, False)
+    return await sync_to_thread(_set_active, r, request.user, rule_id, False)
 
 
-@post("/api/rules/{rule_id:str}/resume", sync_to_thread=True, status_code=200,
-      responses=RESPONSES)
-def api_resume_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                    r: NamedDependency[redis.Redis]) -> RuleOut:
+@post("/api/rules/{rule_id:str}/resume", status_code=HTTP_200_OK, responses=RESPONSES)
+async def api_resume_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
+                          r: NamedDependency[redis.Redis]) -> RuleOut:
     """Resume a paused rule; it starts over as if newly armed."""
-    return _set_active(r, request.user, rule_id, True)
+    return await sync_to_thread(_set_active, r, request.user, rule_id, True)
 
 
 ROUTES = [api_list_rules, api_create_rule, api_get_rule, api_replace_rule, api_delete_rule,
