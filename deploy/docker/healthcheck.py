@@ -2,17 +2,19 @@
 """Heartbeat health check and systemd watchdog.
 
 Every process has its own ``--check`` (``stormalert engine --check --shard 0``, ``stormalert
-ingest --check --feed kite``, ``stormalert notify --check``, ``stormalert web --check``): exit
-0 when its heartbeat ``sa:hb:NAME`` is fresh, 1 otherwise (proto.health). The compose file and
+ingest --check --feed kite``, ``stormalert notify --check``, ``stormalert web --check``,
+``stormalert backtest --check``): exit 0 when its heartbeat ``sa:hb:NAME`` is fresh, 1
+otherwise (proto.health). The compose file and
 the Kubernetes probes call those. This script adds what a systemd watchdog needs around them:
 
     stormalert-healthcheck engine-0                    # any heartbeat by name (proto.health)
     stormalert-healthcheck --unit engine-0             # the unit's own `--check`
     stormalert-healthcheck --unit engine-0 --restart   # and `systemctl restart` it when dead
 
-``--unit`` takes a systemd template instance ``KIND-INSTANCE`` (the instance is the shard, the
-feed, the notify consumer, the web port). With ``--restart`` nothing is restarted while Redis
-itself is unreachable: the process is not at fault, and restarting it would not help.
+``--unit`` takes a systemd template instance ``KIND-INSTANCE`` (the instance is the shard,
+the feed, the notify or backtest consumer, the web port). With ``--restart`` nothing is
+restarted while Redis itself is unreachable: the process is not at fault, and restarting it
+would not help.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ KINDS = {
     "ingest": lambda inst: ["--check", "--feed", inst],
     "notify": lambda inst: ["--check", "--consumer", inst],
     "web": lambda inst: ["--check", "--port", inst],
+    "backtest": lambda inst: ["--check", "--consumer", inst],
 }
 
 

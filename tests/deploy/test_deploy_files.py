@@ -46,10 +46,10 @@ DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
 SYSTEMD = ROOT / "deploy" / "systemd"
 SHARDS = 2
-PROCESS_UNITS = ("ingest", "engine", "notify", "web")
+PROCESS_UNITS = ("ingest", "engine", "notify", "web", "backtest")
 # A sample instance per template, as the README enables them.
 INSTANCES = {"ingest": "kite", "engine": "0", "notify": "notify-1", "web": "8000",
-             "watchdog": "engine-0"}
+             "backtest": "backtest-1", "watchdog": "engine-0"}
 HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
              "RestrictAddressFamilies", "CapabilityBoundingSet")
 SETTINGS_CLASSES = (BaseSettings, IngestSettings, EngineSettings, NotifySettings, WebSettings,
@@ -130,7 +130,9 @@ def parse_command(argv: list[str], monkeypatch: pytest.MonkeyPatch,
     assert program == "stormalert", f"not one of our commands: {argv}"
     cmd = argv[1]
     assert cmd in PROCESS_COMMANDS, f"`stormalert {cmd}` is not a process command"
-    module = importlib.import_module(f"{PROCESS_COMMANDS[cmd]}.__main__")
+    module = importlib.import_module(PROCESS_COMMANDS[cmd])
+    if hasattr(module, "__path__"):  # a package: `python -m` runs its __main__
+        module = importlib.import_module(f"{PROCESS_COMMANDS[cmd]}.__main__")
     return cmd, parse_with(module, argv[2:], monkeypatch)
 
 
@@ -146,7 +148,7 @@ def our_services() -> dict[str, dict[str, Any]]:
 
 def test_our_services_are_the_pipeline_with_two_engine_shards() -> None:
     services = our_services()
-    assert sorted(services) == ["engine-0", "engine-1", "ingest", "notify", "web"]
+    assert sorted(services) == ["backtest", "engine-0", "engine-1", "ingest", "notify", "web"]
     for svc in services.values():
         assert svc["build"]["dockerfile"] == "deploy/docker/Dockerfile"
         assert (COMPOSE_DIR / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
@@ -172,6 +174,8 @@ def test_every_compose_command_is_one_our_cli_accepts(monkeypatch: pytest.Monkey
             assert hc.shard == ns.shard, name
         if cmd == "ingest":
             assert hc.feed == ns.feed, name
+        if cmd == "backtest":
+            assert hc.consumer == ns.consumer and ns.shards == SHARDS, name
     assert shards == {f"engine-{i}": i for i in range(SHARDS)}
 
 
