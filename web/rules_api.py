@@ -115,7 +115,9 @@ def on_bad_body(_request: Request[Any, Any, Any],
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if isinstance(item, dict):
-            errors.setdefault(str(item.get("key", "")), []).append(str(item.get("message", "")))
+            key = str(item.get("key", ""))
+            where = "" if key == "data" else key  # "data": the body as a whole
+            errors.setdefault(where, []).append(str(item.get("message", "")))
     if not errors:
         errors[""] = [str(exc.detail)]
     return _rejected({k: "; ".join(v) for k, v in errors.items()})
