@@ -141,8 +141,11 @@ class Worker:
                         error=f"the backtest worker stopped {stops} time{'s' if stops > 1 else ''}"
                               " while running this job; it was not tried again")
             return
-        self.r.hset(key, mapping={"picked_ms": now_ms(), "hb_ms": now_ms(), "progress": 0,
-                                  "status": "running", "worker": self.consumer})
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"picked_ms": now_ms(), "hb_ms": now_ms(), "progress": 0,
+                                    "status": "running", "worker": self.consumer})
+            pipe.expire(key, keys.BACKTEST_TTL_S)
+            pipe.execute()
         try:
             job = parse_job(raw.get("job", ""))
         except JobError as exc:

@@ -151,6 +151,11 @@ def backtest(name: str, job_id: str) -> str:
     return f"sa:user:{{{name}}}:backtest:{job_id}"
 
 
+def backtest_rate(name: str, minute: int) -> str:
+    """Count of the backtests a user asked for in one minute (epoch minute); 2-minute TTL."""
+    return f"sa:user:{{{name}}}:backtest-rate:{minute}"
+
+
 BARS_MAXLEN = 5 * 375  # five NSE sessions of one-minute bars
 
 

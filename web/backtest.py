@@ -30,7 +30,12 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_303_SEE_OTHER, HTTP_400_BAD_REQUEST
+from litestar.status_codes import (
+    HTTP_202_ACCEPTED,
+    HTTP_303_SEE_OTHER,
+    HTTP_400_BAD_REQUEST,
+    HTTP_429_TOO_MANY_REQUESTS,
+)
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from proto import keys
@@ -191,11 +196,26 @@ async def queue(ar: aredis.Redis, user: User, job: Job, csv_text: str | None, *,
     # goes first, since the worker skips jobs whose hash is gone.
     async with ar.pipeline(transaction=False) as pipe:
         pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        pipe.expire(key, keys.BACKTEST_TTL_S)
+        # Until a worker takes it: an upload not run soon does not stay in Redis for long.
+        pipe.expire(key, int(MAX_QUEUED_S) + 300)
         pipe.xadd(keys.BACKTEST_JOBS, {"id": job_id, "user": user.name, "at_ms": at_ms},
                   maxlen=keys.BACKTEST_JOBS_MAXLEN, approximate=True)
         await pipe.execute()
     return job_id
+
+
+async def within_rate(ar: aredis.Redis, user: User, per_minute: int) -> bool:
+    """Counts this request; False past ``per_minute`` backtests in the current minute."""
+    key = keys.backtest_rate(user.name, now_ms() // 60_000)
+    async with ar.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    return int(count) <= per_minute
+
+
+def too_many(per_minute: int) -> FormError:
+    return FormError({"source": f"at most {per_minute} backtests a minute: try again shortly"})
 
 
 # The job's state ------------------------------------------------------------------------
@@ -295,9 +315,10 @@ async def load_view(ar: aredis.Redis, user: User, job_id: str,
 
 
 def form_page(user: User, action: str, rule: Rule | None, form: dict[str, Any],
-              error: FormError | None = None) -> Template:
+              error: FormError | None = None,
+              status: int = HTTP_400_BAD_REQUEST) -> Template:
     return Template("backtest_form.html", media_type=HTML,
-                    status_code=HTTP_400_BAD_REQUEST if error else 200,
+                    status_code=status if error else 200,
                     context={"user": user, "action": action, "rule": rule, "form": form,
                              "draft": {k: v for k, v in form.items()
                                        if k in DRAFT_FIELDS or k.startswith("params.")},
@@ -334,9 +355,14 @@ async def rule_test_page(request: Request[User, Any, Any], rule_id: FromPath[str
 
 @post("/rules/{rule_id:str}/test", request_max_body_size=UPLOAD_LIMIT)
 async def rule_test(request: Request[User, Any, Any], rule_id: FromPath[str],
-                    ar: NamedDependency[aredis.Redis]) -> Response[Any]:
+                    ar: NamedDependency[aredis.Redis],
+                    settings: NamedDependency[WebSettings]) -> Response[Any]:
     rule = await own_rule(ar, request.user, rule_id)
     form = await form_fields(request)
+    per_minute = settings.backtest_jobs_per_minute
+    if not await within_rate(ar, request.user, per_minute):
+        return form_page(request.user, f"/rules/{rule_id}/test", rule, form,
+                         too_many(per_minute), HTTP_429_TOO_MANY_REQUESTS)
     try:
         job, csv_text = await job_from_form(form, rule)
     except FormError as exc:
@@ -353,9 +379,13 @@ async def draft_test_page(request: Request[User, Any, Any]) -> Template:
 
 
 @post("/backtests", request_max_body_size=UPLOAD_LIMIT)
-async def draft_test(request: Request[User, Any, Any],
-                     ar: NamedDependency[aredis.Redis]) -> Response[Any]:
+async def draft_test(request: Request[User, Any, Any], ar: NamedDependency[aredis.Redis],
+                     settings: NamedDependency[WebSettings]) -> Response[Any]:
     form = await form_fields(request)
+    per_minute = settings.backtest_jobs_per_minute
+    if not await within_rate(ar, request.user, per_minute):
+        return form_page(request.user, "/backtests", None, form, too_many(per_minute),
+                         HTTP_429_TOO_MANY_REQUESTS)
     try:
         rule = draft_rule(form, request.user)
         job, csv_text = await job_from_form(form, rule)
@@ -402,8 +432,12 @@ def _bad(exc: FormError) -> Response[Any]:
     return Response(exc.as_json(), status_code=HTTP_400_BAD_REQUEST)
 
 
-async def _api_queue(ar: aredis.Redis, user: User, rule: Rule, body: TestRequest, *,
-                     draft: bool) -> Response[Any]:
+async def _api_queue(ar: aredis.Redis, user: User, rule: Rule, body: TestRequest,
+                     settings: WebSettings, *, draft: bool) -> Response[Any]:
+    per_minute = settings.backtest_jobs_per_minute
+    if not await within_rate(ar, user, per_minute):
+        return Response(too_many(per_minute).as_json() | {"status": 429},
+                        status_code=HTTP_429_TOO_MANY_REQUESTS)
     source = "csv" if body.csv is not None else "days"
     try:
         csv_text = await upload_text(body.csv) if source == "csv" else None
@@ -419,23 +453,24 @@ async def _api_queue(ar: aredis.Redis, user: User, rule: Rule, body: TestRequest
 
 @post("/api/rules/{rule_id:str}/test", request_max_body_size=UPLOAD_LIMIT)
 async def api_rule_test(request: Request[User, Any, Any], rule_id: FromPath[str],
-                        data: JSONBody[TestRequest],
-                        ar: NamedDependency[aredis.Redis]) -> Response[Any]:
+                        data: JSONBody[TestRequest], ar: NamedDependency[aredis.Redis],
+                        settings: NamedDependency[WebSettings]) -> Response[Any]:
     """Queue a backtest of one of your rules; 202 with the job's id and addresses."""
     rule = await own_rule(ar, request.user, rule_id)
-    return await _api_queue(ar, request.user, rule, data, draft=False)
+    return await _api_queue(ar, request.user, rule, data, settings, draft=False)
 
 
 @post("/api/backtests", request_max_body_size=UPLOAD_LIMIT)
 async def api_draft_test(request: Request[User, Any, Any], data: JSONBody[DraftTestRequest],
-                         ar: NamedDependency[aredis.Redis]) -> Response[Any]:
+                         ar: NamedDependency[aredis.Redis],
+                         settings: NamedDependency[WebSettings]) -> Response[Any]:
     """Queue a backtest of a rule given in the body (not stored)."""
     try:
         rule = parse_rule({k: v for k, v in data.rule.items() if k != "id"},
                           user=request.user.name)
     except RuleError as exc:
         return _bad(FormError(exc.fields or {"rule": str(exc)}))
-    return await _api_queue(ar, request.user, rule, data, draft=True)
+    return await _api_queue(ar, request.user, rule, data, settings, draft=True)
 
 
 @get("/api/backtests/{job_id:str}")

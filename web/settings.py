@@ -32,6 +32,9 @@ class WebSettings(BaseSettings):
     # The backtest page says no engine worker is running when none picked the job up within
     # this time.
     backtest_wait_s: float = Field(default=10.0, gt=0)
+    # Backtests a user may ask for per minute (an upload is parsed here, then kept in Redis
+    # until a worker has run it).
+    backtest_jobs_per_minute: int = Field(default=6, ge=1)
     # Broker API credentials are stored sealed with this key (a Fernet key, or a passphrase
     # of 16+ characters; several comma-separated, newest first, to rotate). Unset: a key
     # derived from a configured JWT secret; neither set: the admin cannot store credentials.

@@ -108,9 +108,39 @@ def test_without_a_worker_the_page_says_so(settings: WebSettings, r: redis.Redis
         assert body["state"] == "no_worker" and body["pending"] and body["result"] is None
 
 
-def test_bad_requests_say_what_is_wrong_and_queue_nothing(client: TestClient[Any],
+def test_backtests_are_limited_per_user_and_minute(settings: WebSettings, r: redis.Redis,
+                                                  rules: dict[str, str]) -> None:
+    limited = settings.model_copy(update={"backtest_jobs_per_minute": 2})
+    with TestClient(app=create_app(limited)) as client:
+        login(client, "alice", rules["alice"])
+        for _ in range(2):
+            assert submit(client, "/rules/a-cross/test", {"days": "1"}).status_code == 303
+        response = submit(client, "/rules/a-cross/test", {"days": "1"})
+        assert response.status_code == 429 and "at most 2 backtests a minute" in response.text
+        response = client.post("/api/rules/a-cross/test", json={"days": 1},
+                               headers=api_headers(client))
+        assert response.status_code == 429
+        client.cookies.clear()
+        login(client, "bob", rules["bob"])  # a limit of alice's, not everybody's
+        assert submit(client, "/rules/b-cross/test", {"days": "1"}).status_code == 303
+    assert r.xlen(keys.BACKTEST_JOBS) == 3
+    for _eid, fields in r.xrange(keys.BACKTEST_JOBS):
+        # Until a worker takes it, a job (and its upload) is kept a quarter of an hour.
+        assert 0 < r.ttl(keys.backtest(fields["user"], fields["id"])) <= 900
+
+
+@pytest.fixture
+def unlimited(settings: WebSettings) -> Iterator[TestClient[Any]]:
+    """A client of an app that lets a user ask for many backtests a minute."""
+    app = create_app(settings.model_copy(update={"backtest_jobs_per_minute": 1000}))
+    with TestClient(app=app) as client:
+        yield client
+
+
+def test_bad_requests_say_what_is_wrong_and_queue_nothing(unlimited: TestClient[Any],
                                                           r: redis.Redis,
                                                           rules: dict[str, str]) -> None:
+    client = unlimited
     login(client, "alice", rules["alice"])
     cases = [
         ({"source": "days", "days": "99"}, None, "1 to 7"),
@@ -180,9 +210,10 @@ def firing_rows(text: str) -> list[str]:
     return re.findall(r'<td class="num">([\d,.]+)</td>', table)
 
 
-def test_a_worker_answers_stored_rules_drafts_and_uploads(client: TestClient[Any],
+def test_a_worker_answers_stored_rules_drafts_and_uploads(unlimited: TestClient[Any],
                                                           r: redis.Redis, worker: None,
                                                           rules: dict[str, str]) -> None:
+    client = unlimited
     ticks = walk(300, int(time.time() * 1000) - 600_000)
     write_ticks(r, ticks, keys.ticks(keys.shard_for(SYM, 2)))
     mine = [t for t in ticks if t.sym == SYM]
