@@ -11,12 +11,12 @@ from typing import Any, Literal
 import orjson
 import redis
 import redis.asyncio as aredis
-from litestar import MediaType, Request, get
+from litestar import MediaType, get
 from litestar.di import NamedDependency
 from litestar.response import Template
 
 from proto import keys
-from web.views import User, ist_time
+from web.views import ist_time
 
 # The feeds ingest can run (ingest.settings: --feed); web cannot import ingest.
 FEEDS = ("sim", "kite", "upstox")
@@ -111,8 +111,7 @@ def banner_context(problems: list[Problem]) -> dict[str, Any]:
 
 
 @get("/feeds/banner")
-async def feed_banner(request: Request[User, Any, Any],
-                      ar: NamedDependency[aredis.Redis]) -> Template:
+async def feed_banner(ar: NamedDependency[aredis.Redis]) -> Template:
     """The banner alone, for the dashboard to poll with htmx."""
     return Template("_feed_banner.html", media_type=MediaType.HTML,
                     context=banner_context(await read_problems(ar)))
