@@ -32,6 +32,7 @@ from jsonschema import Draft7Validator
 from deploy.cli import PROCESS_COMMANDS
 from deploy.embedded_redis import find_server_binary, free_port
 from deploy.up import UpSettings
+from engine.backtest import BacktestSettings
 from engine.shard import EngineSettings
 from ingest.settings import IngestSettings
 from notify.settings import NotifySettings
@@ -53,7 +54,7 @@ INSTANCES = {"ingest": "kite", "engine": "0", "notify": "notify-1", "web": "8000
 HARDENING = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
              "RestrictAddressFamilies", "CapabilityBoundingSet")
 SETTINGS_CLASSES = (BaseSettings, IngestSettings, EngineSettings, NotifySettings, WebSettings,
-                    UpSettings)
+                    UpSettings, BacktestSettings)
 
 
 def load_compose() -> dict[str, Any]:
