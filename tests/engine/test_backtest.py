@@ -195,6 +195,17 @@ def test_bars_before_the_first_tick_then_ticks(world):
     assert result["period"] == {"from_ms": bar_start, "to_ms": first_tick + 2}
 
 
+def test_no_history_is_a_result_not_an_error(world):
+    from engine.backtest_run import run_job
+
+    rule = parse_rule(RULES[0], user="alice")
+    result = run_job(world, Job(rule=rule, source="days", days=3), None, shards=SHARDS,
+                     holidays=frozenset(), max_shown=10, progress=lambda _f: None)
+    assert result["count"] == 0 and result["prices"] == 0
+    assert result["period"] == {"from_ms": None, "to_ms": None}
+    assert result["requested"]["to_ms"] - result["requested"]["from_ms"] == 3 * 86_400_000
+
+
 def big_job(world: redis.Redis, n: int) -> tuple[dict[str, Any], list[Tick]]:
     ticks = walk(n, int(time.time() * 1000) - 6 * 3_600_000, seed=3)
     write_ticks(world, ticks, keys.ticks(SHARD), per_entry=100)
