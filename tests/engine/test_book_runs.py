@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 import engine.book
@@ -226,6 +226,46 @@ def test_level_index_with_many_rules_on_one_symbol(levels, moves) -> None:
                  "params": {"level": level, "rearm_pct": rearm_pct}})
         for i, (kind, level, rearm_pct, cooldown_s) in enumerate(levels)]
     ops += [("tick", SYMBOLS[0], move, dt, None, 0) for move, dt in moves]
+    run_both(ops)
+
+
+PCTS = st.sampled_from([0.25, 0.5, 0.5, 1, 2, 1e-300])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("change_pct"), st.fixed_dictionaries({"pct": PCTS, "direction": DIRECTION})),
+    st.tuples(st.just("trailing_pct"), st.fixed_dictionaries(
+        {"pct": PCTS, "direction": st.sampled_from(["up", "down"])})),
+    st.tuples(st.just("window_pct"), st.fixed_dictionaries(
+        {"pct": PCTS, "window_s": st.sampled_from([1, 5]), "direction": DIRECTION}))),
+    min_size=1, max_size=30),
+    st.lists(st.sampled_from([0, 1, 30]), min_size=30, max_size=30),
+    st.lists(st.one_of(
+        st.tuples(st.just("tick"), st.integers(-4, 4), st.sampled_from([0, 300, 1000, 2500]),
+                  st.sampled_from([None, None, 99.0, 100.0, 101.0, -5.0])),
+        st.tuples(st.just("put"), st.integers(0, 29)),
+        st.tuples(st.just("remove"), st.integers(0, 29))), max_size=150))
+@example(rules=[("change_pct", {"pct": 1e-300, "direction": "either"})] * 4,
+         cooldowns=[0] * 30, steps=[("tick", 0, 0, 100.0), ("tick", 1, 0, None)])
+def test_threshold_index_with_many_rules_on_one_symbol(rules, cooldowns, steps) -> None:
+    """Many change_pct, trailing_pct and window_pct rules on one symbol, so that their runs'
+    sorted thresholds hold ties, long prefixes, rules watching both ways (a tiny pct makes
+    both thresholds the previous close) and extremes met at different times; every tick is
+    compared with the per-rule loop."""
+    def rule(n: int) -> dict[str, Any]:
+        kind, params = rules[n % len(rules)]
+        return {"id": f"r{n}", "symbol": SYMBOLS[0], "kind": kind, "params": params,
+                "cooldown_s": cooldowns[n]}
+
+    ops: list[tuple[Any, ...]] = [("put", rule(n)) for n in range(len(rules))]
+    for step in steps:
+        if step[0] == "tick":
+            ops.append(("tick", SYMBOLS[0], step[1], step[2], step[3], 0))
+        elif step[0] == "put":
+            ops.append(("put", rule(step[1])))
+        else:
+            ops.append(("remove", step[1]))
     run_both(ops)
 
 
