@@ -451,7 +451,8 @@ async def _api_queue(ar: aredis.Redis, user: User, rule: Rule, body: TestRequest
                      "api": f"/api/backtests/{job_id}"}, status_code=HTTP_202_ACCEPTED)
 
 
-@post("/api/rules/{rule_id:str}/test", request_max_body_size=UPLOAD_LIMIT)
+@post("/api/rules/{rule_id:str}/test", request_max_body_size=UPLOAD_LIMIT,
+      status_code=HTTP_202_ACCEPTED)
 async def api_rule_test(request: Request[User, Any, Any], rule_id: FromPath[str],
                         data: JSONBody[TestRequest], ar: NamedDependency[aredis.Redis],
                         settings: NamedDependency[WebSettings]) -> Response[Any]:
@@ -460,7 +461,8 @@ async def api_rule_test(request: Request[User, Any, Any], rule_id: FromPath[str]
     return await _api_queue(ar, request.user, rule, data, settings, draft=False)
 
 
-@post("/api/backtests", request_max_body_size=UPLOAD_LIMIT)
+@post("/api/backtests", request_max_body_size=UPLOAD_LIMIT,
+      status_code=HTTP_202_ACCEPTED)
 async def api_draft_test(request: Request[User, Any, Any], data: JSONBody[DraftTestRequest],
                          ar: NamedDependency[aredis.Redis],
                          settings: NamedDependency[WebSettings]) -> Response[Any]:
