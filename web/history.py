@@ -36,6 +36,7 @@ MAX_PAGE_SIZE = 200
 _CHUNK = 500
 _DAY_MS = 86_400_000
 _DIGITS_RE = re.compile(r"^\d{1,15}$")
+_MAX_ID_PART = 2**64 - 2  # a stream id's parts are 64-bit; one is added to the live cursor
 
 # Query parameters shared by the page and the API.
 SymbolParam = Annotated[str | None, QueryParameter(max_length=64, description=(
@@ -104,7 +105,7 @@ class AlertQuery:
         cursor = None
         if before and before.strip():
             cursor = valid_entry_id(before)
-            if cursor is None:
+            if cursor is None or max(_id_key(cursor)) > _MAX_ID_PART:
                 raise QueryError("before", "not a page cursor (an entry id like 1700000000000-0)")
         return cls(symbol=(symbol or "").strip().upper() or None,
                    rule=(rule or "").strip() or None, start_ms=start, end_ms=end,

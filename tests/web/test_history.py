@@ -191,6 +191,7 @@ def test_bad_filters(client: Client, users: dict[str, str], history: dict[str, s
     assert response.json()["errors"] == {
         "from": "expected a date (YYYY-MM-DD), ISO-8601 with an offset or epoch ms"}
     assert client.get("/api/alerts?before=nope").status_code == 400
+    assert client.get("/api/alerts?before=18446744073709551616-0").status_code == 400
     assert client.get("/api/alerts?limit=0").status_code == 400
     page = client.get("/alerts?from=2026-11-29&to=2026-11-28", headers=HTML)
     assert page.status_code == 200
