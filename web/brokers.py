@@ -238,14 +238,16 @@ def remove_broker_credentials(
     return _done("removed", feed)
 
 
-@post("/brokers/{feed:str}/login", sync_to_thread=True)
+@get("/brokers/{feed:str}/login", sync_to_thread=True)
 def start_login(
     request: Request[User, Any, Any],
     r: NamedDependency[redis.Redis],
     settings: NamedDependency[WebSettings],
     feed: FromPath[str],
 ) -> Response[Any]:
-    """Off to the broker's login page, with a one-time state to check on the way back."""
+    """Off to the broker's login page, with a one-time state to check on the way back.
+    A link, not a form: the pages' CSP (``form-action 'self'``) would stop a form whose
+    answer redirects to another site."""
     try:
         creds = _credentials(r, settings, _feed(feed))
     except (SecretsError, BrokerError) as exc:

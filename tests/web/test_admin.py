@@ -49,7 +49,8 @@ def test_admin_pages_are_hidden_from_plain_users(client: TestClient[Any],
     for path in ADMIN_PAGES:
         assert client.get(path, headers=HTML).status_code == 404, path
     token = csrf_token(client.get("/login").text)
-    for path in ("/admin/users", "/admin/users/bob/role", "/admin/brokers/kite/login"):
+    assert client.get("/admin/brokers/kite/login", headers=HTML).status_code == 404
+    for path in ("/admin/users", "/admin/users/bob/role", "/admin/brokers/kite/credentials"):
         response = client.post(path, data={"_csrf_token": token, "role": "admin",
                                            "username": "eve", "password": "eve-password"})
         assert response.status_code == 404, path

@@ -11,9 +11,10 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import redis
@@ -36,13 +37,16 @@ KITE_REQUEST_TOKEN, UPSTOX_CODE = "req-token-1", "auth-code-1"
 
 class Broker(ThreadingHTTPServer):
     """Kite's ``POST /session/token`` and Upstox's ``POST /v2/login/authorization/token``,
-    checking what the real APIs check; issued tokens and seen requests are kept."""
+    checking what the real APIs check; issued tokens and seen requests are kept. The login
+    pages (``GET /connect/login``, ``GET /v2/login/authorization/dialog``) sign the user in
+    at once and send the browser back as the brokers do."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), BrokerHandler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.issued: list[str] = []
+        self.kite_redirect_url = ""  # registered in Kite's developer console
 
 
 class BrokerHandler(BaseHTTPRequestHandler):
@@ -61,6 +65,26 @@ class BrokerHandler(BaseHTTPRequestHandler):
             self.upstox(form)
         else:
             self.answer(404, {"status": "error", "message": "no route"})
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/connect/login" and query.get("api_key") == KITE_KEY:
+            back = {"action": "login", "type": "login", "status": "success",
+                    "request_token": KITE_REQUEST_TOKEN,
+                    **{k: v[0] for k, v in parse_qs(query.get("redirect_params", "")).items()}}
+            self.redirect(f"{self.server.kite_redirect_url}?{urlencode(back)}")
+        elif url.path == "/v2/login/authorization/dialog" and query.get("client_id") == UPSTOX_ID:
+            back = {"code": UPSTOX_CODE, "state": query.get("state", "")}
+            self.redirect(f"{query['redirect_uri']}?{urlencode(back)}")
+        else:
+            self.answer(404, {"status": "error", "message": "no route"})
+
+    def redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def kite(self, form: dict[str, str]) -> None:
         expected = hashlib.sha256(
@@ -110,8 +134,8 @@ class BrokerHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
+@contextmanager
+def running_broker() -> Iterator[Broker]:
     server = Broker()
     thread = threading.Thread(target=server.serve_forever, name="broker", daemon=True)
     thread.start()
@@ -121,6 +145,12 @@ def broker() -> Iterator[Broker]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    with running_broker() as server:
+        yield server
 
 
 @pytest.fixture
@@ -150,7 +180,7 @@ def save(client: TestClient[Any], feed: str, key: str, secret: str) -> None:
 
 def start(client: TestClient[Any], feed: str) -> dict[str, str]:
     """Press the login button; the query of where it sends the browser."""
-    response = post(client, f"/admin/brokers/{feed}/login")
+    response = client.get(f"/admin/brokers/{feed}/login", headers=HTML, follow_redirects=False)
     assert response.status_code == 303, response.text
     target = urlsplit(response.headers["location"])
     return {"url": f"{target.scheme}://{target.netloc}{target.path}",
@@ -283,9 +313,9 @@ def test_upstox_refusal(root: TestClient[Any], r: redis.Redis, broker: Broker) -
 
 
 def test_login_needs_stored_credentials(root: TestClient[Any], broker: Broker) -> None:
-    response = post(root, "/admin/brokers/upstox/login")
+    response = root.get("/admin/brokers/upstox/login", headers=HTML)
     assert response.status_code == 400 and "no Upstox credentials stored" in response.text
-    unknown = post(root, "/admin/brokers/angel/login")
+    unknown = root.get("/admin/brokers/angel/login", headers=HTML)
     assert unknown.status_code == 400 and "unknown broker" in unknown.text
 
 
