@@ -29,6 +29,7 @@ from collections.abc import Callable
 import redis
 
 from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
+from proto import bus
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +157,9 @@ class Checkpointer:
 
 
 def client_like(r: redis.Redis, **overrides: object) -> redis.Redis:
-    """A client on a new pool to the same server as ``r`` (a forked child must not use the
-    parent's connections), with some connection settings changed."""
-    pool = r.connection_pool
-    kwargs = {**pool.connection_kwargs, **overrides}
-    return redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=pool.connection_class, **kwargs))
+    """A client on a new pool to the same server (or cluster) as ``r`` (a forked child must
+    not use the parent's connections), with some connection settings changed."""
+    return bus.clone(r, **overrides)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,5 +1,6 @@
 """Between the feed sockets and Redis: a bounded queue that drops and counts under overload,
-and a writer that groups ticks by shard and XADDs batched entries through one pipeline."""
+and a writer that groups ticks by shard and XADDs batched entries through one pipeline
+(on a Redis Cluster, one per shard stream, all at once)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections import defaultdict, deque
 
 import redis
 import redis.asyncio as aredis
+from redis.exceptions import RedisClusterException
 
-from proto import keys
+from proto import bus, keys
 from proto.events import Tick, encode_ticks_json
 from proto.runtime import Stats
 
@@ -20,6 +22,15 @@ log = logging.getLogger("stormalert.ingest")
 WRITE_RETRY_S = 0.5
 # Ticks per pipeline at most: about 0.1 s of a 200k ticks/s feed, ~400 entries of 50.
 WRITE_MAX_TICKS = 20_000
+
+
+class PartialWrite(redis.RedisError):
+    """Some shard streams of a write failed (a cluster writes them separately); ``dropped``
+    ticks were not written."""
+
+    def __init__(self, dropped: int, cause: BaseException) -> None:
+        super().__init__(f"{cause} ({dropped} ticks of the write not written)")
+        self.dropped = dropped
 
 
 class TickWriter:
@@ -43,6 +54,7 @@ class TickWriter:
         self._write_max = max(write_max_ticks, batch_max)
         self._arrived = asyncio.Event()
         self._shard_of: dict[str, int] = {}
+        self._clustered = bus.is_cluster(r)
 
     @property
     def queued(self) -> int:
@@ -66,7 +78,7 @@ class TickWriter:
                 await self.write(ticks)
             except redis.RedisError as exc:
                 self._stats.inc("write_errors")
-                self._stats.inc("drops", len(ticks))
+                self._stats.inc("drops", getattr(exc, "dropped", len(ticks)))
                 log.warning("writing %d ticks failed, dropped: %s", len(ticks), exc)
                 await asyncio.sleep(WRITE_RETRY_S)
 
@@ -108,24 +120,61 @@ class TickWriter:
             if shard is None:
                 shard = shard_of[tick.sym] = keys.shard_for(tick.sym, self._shards)
             by_shard[shard].append(tick)
-        entries = 0
         # One MULTI: a reader blocked on a shard's stream is answered once, with every entry
         # of the write. Without it Redis answers after the first XADD, and the engine
         # evaluated the first 50 ticks and wrote their alerts (a round trip) before it read
         # the rest of the same frame: 3-5 ms more for them, much of the tick→alert p99.
-        async with self._r.pipeline(transaction=True) as pipe:
-            for shard, shard_ticks in by_shard.items():
-                stream = keys.ticks(shard)
-                for start in range(0, len(shard_ticks), self._batch_max):
-                    batch = shard_ticks[start:start + self._batch_max]
-                    # proto's batch entry, its bytes sent as they are (no str round trip)
-                    pipe.xadd(stream, {"n": len(batch), "ticks": encode_ticks_json(batch)},
-                              maxlen=keys.TICKS_MAXLEN, approximate=True)
-                    entries += 1
-            await pipe.execute()
+        # A cluster runs a MULTI within one slot only: there each stream (its own hash tag,
+        # so its own slot) gets its own MULTI, all sent at once; a reader still gets its
+        # stream's entries in one read.
+        if self._clustered:
+            entries = await self._write_each(by_shard)
+        else:
+            async with self._r.pipeline(transaction=True) as pipe:
+                entries = sum(self._queue(pipe, shard, shard_ticks)
+                              for shard, shard_ticks in by_shard.items())
+                await pipe.execute()
         self._stats.inc("entries", entries)
         self._stats.inc("written", len(ticks))
         self._stats.gauges["queued"] = self._queued  # a growing backlog shows in status
+
+    def _queue(self, pipe: aredis.client.Pipeline, shard: int, ticks: list[Tick]) -> int:
+        """XADDs of one shard's ticks in entries of ``batch_max``; how many entries."""
+        stream = keys.ticks(shard)
+        entries = 0
+        for start in range(0, len(ticks), self._batch_max):
+            batch = ticks[start:start + self._batch_max]
+            # proto's batch entry, its bytes sent as they are (no str round trip)
+            pipe.xadd(stream, {"n": len(batch), "ticks": encode_ticks_json(batch)},
+                      maxlen=keys.TICKS_MAXLEN, approximate=True)
+            entries += 1
+        return entries
+
+    async def _write_each(self, by_shard: dict[int, list[Tick]]) -> int:
+        """One MULTI per shard stream, concurrently; entries written. Raises PartialWrite
+        (after counting what was written) when any stream failed."""
+
+        async def one(shard: int, shard_ticks: list[Tick]) -> int:
+            async with self._r.pipeline(transaction=True) as pipe:
+                entries = self._queue(pipe, shard, shard_ticks)
+                await pipe.execute()
+            return entries
+
+        shards = list(by_shard.items())
+        results = await asyncio.gather(*(one(shard, t) for shard, t in shards),
+                                       return_exceptions=True)
+        failed = [(len(t), r) for (_shard, t), r in zip(shards, results, strict=True)
+                  if isinstance(r, BaseException)]
+        written = sum(r for r in results if isinstance(r, int))
+        if failed:
+            for _n, exc in failed:
+                if not isinstance(exc, redis.RedisError | RedisClusterException):
+                    raise exc  # a bug, or cancellation: not a failed write
+            dropped = sum(n for n, _exc in failed)
+            self._stats.inc("entries", written)
+            self._stats.inc("written", sum(len(t) for t in by_shard.values()) - dropped)
+            raise PartialWrite(dropped, failed[0][1])
+        return written
 
     async def drain(self) -> int:
         """Write whatever is still queued (on shutdown); the number of ticks written."""

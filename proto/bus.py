@@ -3,14 +3,26 @@ consumer-group read, ack, and claim of entries a dead consumer left pending.
 
 Sync functions serve the hot loops (the sync client costs less CPU per call); the ``a``-prefixed
 ones serve asyncio processes. Values come back as ``str`` (``decode_responses=True``).
+
+A URL with the scheme ``redis+cluster://`` (``rediss+cluster://`` with TLS) names any node of
+a Redis Cluster: ``connect``/``aconnect`` then give a cluster client (redis-py's
+``RedisCluster``) that finds the other nodes itself. Every key carries a hash tag
+(``proto.keys``), and every command, script and MULTI of StormAlert stays within one slot,
+or is split per slot where the code checks ``is_cluster``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.cluster as acluster
+import redis.cluster as cluster
 from redis.commands.core import Script
 
 from proto import keys
@@ -18,17 +30,47 @@ from proto.events import Fields
 
 Entry = tuple[str, Fields]
 
+# The cluster scheme of a URL, and the scheme redis-py's cluster client takes instead.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
 
 class RedisUnavailable(RuntimeError):
     """Redis did not answer; the message says where we tried."""
 
 
+def cluster_url(url: str) -> str | None:
+    """For a ``redis+cluster://`` URL, the same URL with the scheme redis-py's cluster client
+    takes (``redis://``); None for a single-instance URL. A cluster has only database 0, so
+    a URL naming another one is refused (ValueError, one line)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    if plain is None:
+        return None
+    path = rest.split("?", 1)[0].partition("/")[2]
+    if path not in ("", "0"):
+        raise ValueError(f"{redact_url(url)}: a Redis Cluster has only database 0, "
+                         f"not {path!r}")
+    return f"{plain}://{rest}"
+
+
+def is_cluster(r: object) -> bool:
+    """Whether ``r`` (a client or a pipeline, sync or asyncio) talks to a Redis Cluster."""
+    return isinstance(r, cluster.RedisCluster | acluster.RedisCluster
+                      | acluster.ClusterPipeline)
+
+
 def connect(url: str, *, blocking: bool = False) -> redis.Redis:
-    """A sync client. ``blocking`` readers get no socket timeout (XREADGROUP BLOCK)."""
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=None if blocking else 5.0,
-        socket_connect_timeout=5.0, health_check_interval=30,
-    )
+    """A sync client. ``blocking`` readers get no socket timeout (XREADGROUP BLOCK).
+
+    Like the single-instance client, a cluster client meets the server at its first command
+    (``check``), not here: a process started before its Redis still fails with one line."""
+    options: dict[str, Any] = dict(
+        decode_responses=True, socket_timeout=None if blocking else 5.0,
+        socket_connect_timeout=5.0, health_check_interval=30)
+    plain = cluster_url(url)
+    if plain is not None:
+        return cast(redis.Redis, SyncCluster(url=plain, **options))
+    return redis.Redis.from_url(url, **options)
 
 
 ASYNC_MAX_CONNECTIONS = 100
@@ -40,13 +82,140 @@ def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredi
 
     The pool waits for a free connection (up to ``ASYNC_POOL_WAIT_S``) instead of refusing
     the call: redis-py's default pool raises "Too many connections" past its limit, which
-    turned a burst of concurrent deliveries into failed writes and resends."""
-    pool = aredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S,
+    turned a burst of concurrent deliveries into failed writes and resends. The cluster
+    client keeps that promise with a bound on the calls in flight (``AsyncCluster``)."""
+    options: dict[str, Any] = dict(
         decode_responses=True, socket_timeout=None, socket_connect_timeout=5.0,
-        health_check_interval=30,
-    )
+        health_check_interval=30)
+    plain = cluster_url(url)
+    if plain is not None:
+        return cast(aredis.Redis, AsyncCluster.from_url(
+            plain, max_connections=max_connections, **options))
+    pool = aredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, **options)
     return aredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+
+
+def clone(r: redis.Redis, **overrides: Any) -> redis.Redis:
+    """A client on new connections to the same server (or cluster) as ``r``, with some
+    connection settings changed (a forked child must not use its parent's connections)."""
+    if isinstance(r, SyncCluster):
+        return cast(redis.Redis, SyncCluster(**{**r.lazy_options, **overrides}))
+    pool = r.connection_pool
+    kwargs = {**pool.connection_kwargs, **overrides}
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
+
+
+def _stream_keys(args: tuple[Any, ...]) -> list[Any] | None:
+    """The stream keys of an XREAD/XREADGROUP call (the first half of what follows
+    STREAMS), or None when the command is another one."""
+    if not args or str(args[0]).upper() not in ("XREAD", "XREADGROUP"):
+        return None
+    names = [a.upper() if isinstance(a, bytes | str) else a for a in args]
+    at = max(i for i, a in enumerate(names) if a in (b"STREAMS", "STREAMS"))
+    rest = args[at + 1:]
+    return list(rest[:len(rest) // 2])
+
+
+class SyncCluster(cluster.RedisCluster):
+    """redis-py's sync cluster client, with two differences:
+
+    - it connects at its first command, not when built (redis-py's asks the cluster for
+      its slots and command table in ``__init__``), so ``connect`` never raises;
+    - XREAD/XREADGROUP find their keys here instead of asking a server
+      (``COMMAND GETKEYS``, one more round trip before every read of every stream)."""
+
+    lazy_options: dict[str, Any]
+    _started: bool
+    _starting: bool
+    _start_lock: threading.Lock
+
+    def __init__(self, **options: Any) -> None:  # super().__init__ runs at the first use
+        self.__dict__.update(lazy_options=options, _started=False, _starting=False,
+                             _start_lock=threading.Lock())
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started:
+                return
+            self._starting = True
+            try:
+                super().__init__(**self.lazy_options)
+            except cluster.RedisClusterException as exc:  # not a RedisError: callers
+                raise redis.ConnectionError(str(exc)) from exc  # expect one
+            finally:
+                self._starting = False
+            self._started = True
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes not set yet: the ones ``RedisCluster.__init__`` sets.
+        if name.startswith("__") or self.__dict__.get("_starting", True) \
+                or self.__dict__.get("_started", True):
+            raise AttributeError(name)
+        self._start()
+        return getattr(self, name)
+
+    def close(self) -> None:
+        if self._started:
+            super().close()
+
+    def _get_command_keys(self, *args: Any) -> Any:
+        found = _stream_keys(args)
+        return super()._get_command_keys(*args) if found is None else found
+
+
+class AsyncCluster(acluster.RedisCluster):
+    """redis-py's asyncio cluster client, with XREAD/XREADGROUP keys found here (see
+    ``SyncCluster``), and at most ``max_connections`` calls in flight, each waiting up to
+    ``ASYNC_POOL_WAIT_S`` for its turn: redis-py's cluster raises MaxConnectionsError when a
+    node's connections are all in use (``aconnect`` explains why that is not wanted)."""
+
+    def __init__(self, *, max_connections: int = ASYNC_MAX_CONNECTIONS, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._turns = asyncio.Semaphore(max_connections)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One of the ``max_connections`` calls in flight. Each call takes at most one
+        connection per node, so no node runs out of them."""
+        try:
+            async with asyncio.timeout(ASYNC_POOL_WAIT_S):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise redis.ConnectionError(
+                f"no free connection to the cluster within {ASYNC_POOL_WAIT_S:.0f} s") from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> acluster.ClusterPipeline:
+        if shard_hint:
+            raise cluster.RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _AsyncClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+    async def _determine_slot(self, *args: Any) -> int:
+        found = _stream_keys(args)
+        if not found:
+            return await super()._determine_slot(*args)
+        slots = {self.keyslot(key) for key in found}
+        if len(slots) != 1:
+            raise cluster.RedisClusterException(f"{args[0]} - all keys must map to the same "
+                                                "key slot")
+        return slots.pop()
+
+
+class _AsyncClusterPipeline(acluster.ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        async with cast(AsyncCluster, self.cluster_client).turn():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def check(r: redis.Redis, url: str) -> None:
@@ -100,10 +269,20 @@ return false
 
 def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Fields) -> None:
     """Queue a once-only XADD of one alert to ``sa:alerts`` on a pipeline (EVALSHA; the
-    pipeline loads the script when the server does not have it yet)."""
+    pipeline loads the script when the server does not have it yet).
+
+    A cluster pipeline cannot load scripts first, and a node that restarted, failed over or
+    joined has an empty script cache: there the script goes whole (EVAL; Redis caches it by
+    its SHA, so it costs only its ~200 bytes on the wire). Both keys share the slot of
+    ``sa:alerts`` (``keys.alert_seen``)."""
     flat = [v for kv in fields.items() for v in kv]
-    _alert_once(keys=[keys.ALERTS, keys.alert_seen(alert_id)],
-                args=[keys.DELIVERY_TTL_S, *flat], client=pipe)
+    alert_keys = [keys.ALERTS, keys.alert_seen(alert_id)]
+    if is_cluster(pipe):
+        # (redis-py's ClusterPipeline.eval() refuses; the command itself is routed by its keys)
+        pipe.execute_command("EVAL", _ALERT_ONCE, len(alert_keys), *alert_keys,
+                             keys.DELIVERY_TTL_S, *flat)
+        return
+    _alert_once(keys=alert_keys, args=[keys.DELIVERY_TTL_S, *flat], client=pipe)
 
 
 # Given as bytes, the script needs no client to hash it; each call names its pipeline.

@@ -1,7 +1,9 @@
 """Users, their notification channels and their rules, as stored in Redis.
 
-Every write that touches more than one key runs in one MULTI so nothing is half-written.
-Rule changes are also appended to ``sa:rules:changes`` so engine shards apply them live.
+Every write that touches more than one key runs in one MULTI so nothing is half-written; on
+a Redis Cluster, whose MULTI cannot span slots, such writes go one by one in an order where a
+failure part way leaves nothing half-visible (``_write_rule``). Rule changes are also
+appended to ``sa:rules:changes`` so engine shards apply them live.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
 
-from proto import keys
+from proto import bus, keys
 from proto.rules import Rule, RuleError, describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -331,13 +333,29 @@ def _require_symbol(r: redis.Redis, symbol: str) -> None:
 
 def _write_rule(r: redis.Redis, rule: Rule, *, new: bool) -> None:
     body = rule.to_json()
+    change = {"op": "put", "id": rule.id, "rule": body}
+    if bus.is_cluster(r):
+        # Three keys in three slots, and a cluster runs a MULTI within one slot: written one
+        # by one, so that a failure part way leaves nothing a reader trips on. An id in the
+        # user's set without a rule is skipped by list_rules; a stored rule whose change
+        # did not go out is armed by the shards at their next start (the caller got the
+        # error, and writing it again sends the change).
+        if new:
+            r.sadd(keys.user_rules(rule.user), rule.id)
+        r.hset(keys.RULES, rule.id, body)
+        _append_change(r, change)
+        return
     with r.pipeline(transaction=True) as pipe:
         pipe.hset(keys.RULES, rule.id, body)
         if new:
             pipe.sadd(keys.user_rules(rule.user), rule.id)
-        pipe.xadd(keys.RULE_CHANGES, {"op": "put", "id": rule.id, "rule": body},
-                  maxlen=keys.RULE_CHANGES_MAXLEN, approximate=True)
+        _append_change(pipe, change)
         pipe.execute()
+
+
+def _append_change(r: redis.Redis, change: dict[str, str]) -> None:
+    r.xadd(keys.RULE_CHANGES, change,  # type: ignore[arg-type]
+           maxlen=keys.RULE_CHANGES_MAXLEN, approximate=True)
 
 
 def get_rule(r: redis.Redis, rule_id: str) -> Rule | None:
@@ -391,11 +409,18 @@ def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:
     rule = get_rule(r, rule_id)
     if rule is None or (user is not None and rule.user != user):
         raise StoreError(f"no rule {rule_id!r}")
+    change = {"op": "rm", "id": rule_id}
+    if bus.is_cluster(r):
+        # One by one (see _write_rule): the shards disarm it first, so a failure part way
+        # leaves a rule that is still listed, and removing it again finishes the job.
+        _append_change(r, change)
+        r.hdel(keys.RULES, rule_id)
+        r.srem(keys.user_rules(rule.user), rule_id)
+        return
     with r.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.RULES, rule_id)
         pipe.srem(keys.user_rules(rule.user), rule_id)
-        pipe.xadd(keys.RULE_CHANGES, {"op": "rm", "id": rule_id},
-                  maxlen=keys.RULE_CHANGES_MAXLEN, approximate=True)
+        _append_change(pipe, change)
         pipe.execute()
 
 

@@ -1,0 +1,253 @@
+"""The parts that behave differently on a Redis Cluster, each against the three-node cluster
+of ``conftest.py``: the client ``proto.bus`` builds from a ``redis+cluster://`` URL, the tick
+writer's MULTI per stream, the rule store's writes across slots, the once-only alert script
+in a cluster pipeline, the checkpoint's WATCH/MULTI, and the scan of every primary."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
+from engine.checkpointer import Checkpointer, client_like
+from ingest.writer import TickWriter
+from proto import bus, keys, store
+from proto.events import Tick, decode_ticks
+from proto.rules import Rule
+from proto.runtime import Stats
+from tests.cluster.conftest import Cluster
+
+
+def tick(sym: str, n: int) -> Tick:
+    return Tick(sym, str(n), "kite", 100.0 + n, n, 1_700_000_000_000, 1_700_000_000_000_000)
+
+
+def node_port(r: redis.Redis, key: str) -> int:
+    return int(r.get_node_from_key(key).port)  # type: ignore[attr-defined]
+
+
+def getkeys_calls(cluster: Cluster) -> int:
+    stats = [cluster.node(p).info("commandstats") for p in cluster.ports]
+    return sum(int(s.get("cmdstat_command|getkeys", {}).get("calls", 0)) for s in stats)
+
+
+@pytest.mark.parametrize(("url", "plain"), [
+    ("redis+cluster://10.0.0.5:7000", "redis://10.0.0.5:7000"),
+    ("redis+cluster://:pw@node-0.redis:6379/0", "redis://:pw@node-0.redis:6379/0"),
+    ("rediss+cluster://node-0:6380/?ssl_cert_reqs=none", "rediss://node-0:6380/?ssl_cert_reqs=none"),
+    ("redis://127.0.0.1:6379/0", None),
+    ("unix:///run/redis.sock", None),
+])
+def test_cluster_url(url: str, plain: str | None) -> None:
+    assert bus.cluster_url(url) == plain
+
+
+def test_a_cluster_has_only_database_0() -> None:
+    with pytest.raises(ValueError, match=r"only database 0, not '2'") as info:
+        bus.connect("redis+cluster://:secret@node-0:6379/2")
+    assert "secret" not in str(info.value)
+
+
+def test_an_unreachable_cluster_fails_at_check_not_at_connect() -> None:
+    url = "redis+cluster://127.0.0.1:1/0"
+    r = bus.connect(url)  # nothing sent yet
+    with pytest.raises(bus.RedisUnavailable, match=r"cannot reach Redis at redis\+cluster://"):
+        bus.check(r, url)
+    r.close()
+
+
+def test_the_keys_spread_over_the_nodes(cluster: Cluster) -> None:
+    """Otherwise every other test here would pass on one node and prove nothing."""
+    r = bus.connect(cluster.url)
+    assert bus.is_cluster(r)
+    tick_nodes = {node_port(r, keys.ticks(i)) for i in range(2)}
+    assert len(tick_nodes) == 2
+    assert node_port(r, keys.engine_state(0)) == node_port(r, keys.ticks(0))
+    assert node_port(r, keys.alert_seen("x")) == node_port(r, keys.ALERTS)
+    assert len({node_port(r, k) for k in (keys.RULES, keys.user_rules("asha"),
+                                          keys.RULE_CHANGES)}) >= 2
+
+
+def test_stream_reads_route_without_asking_a_server(cluster: Cluster) -> None:
+    """redis-py asks a node for XREAD/XREADGROUP's keys (COMMAND GETKEYS) before each read;
+    ours find them in the command: no second round trip per read."""
+    r = bus.connect(cluster.url, blocking=True)
+    stream = keys.ticks(1)
+    bus.ensure_group(r, stream, keys.ENGINE_GROUP)
+    r.xadd(stream, {"n": "1"})
+    before = getkeys_calls(cluster)
+    assert len(bus.read_group(r, stream, keys.ENGINE_GROUP, "c", count=10, block_ms=50)) == 1
+    assert r.xread({stream: "0"}, count=5)
+
+    async def async_reads() -> int:
+        ar = bus.aconnect(cluster.url)
+        try:
+            found = await bus.aread_group(ar, stream, keys.ENGINE_GROUP, "c", count=10,
+                                          block_ms=50, start="0")
+            await ar.xread({stream: "0"}, count=5)
+            return len(found)
+        finally:
+            await ar.aclose()
+
+    assert asyncio.run(async_reads()) == 1
+    assert getkeys_calls(cluster) == before
+
+
+def test_writer_writes_every_shard_stream_once(cluster: Cluster) -> None:
+    """Shards on different nodes: one MULTI across them would be refused (CROSSSLOT)."""
+
+    async def scenario() -> Stats:
+        stats = Stats("t")
+        client = bus.aconnect(cluster.url)
+        writer = TickWriter(client, stats, shards=3, batch_max=7, flush_ms=1, queue_max_ticks=100)
+        await writer.write([tick(f"NSE:S{n % 10}", n) for n in range(100)])
+        await client.aclose()
+        return stats
+
+    stats = asyncio.run(scenario())
+    r = bus.connect(cluster.url)
+    seen = []
+    for shard in range(3):
+        for _id, fields in r.xrange(keys.ticks(shard)):
+            batch = decode_ticks(fields)
+            assert 1 <= len(batch) <= 7
+            assert all(keys.shard_for(t.sym, 3) == shard for t in batch)
+            seen += [int(t.tok) for t in batch]
+    assert sorted(seen) == list(range(100))
+    assert stats.counters["written"] == 100 and "write_errors" not in stats.counters
+
+
+def test_a_blocked_reader_gets_every_entry_of_one_write_at_once(cluster: Cluster) -> None:
+    """As on one server (tests/ingest): a write's entries for a stream come in one read."""
+    stream = keys.ticks(0)
+    r = bus.connect(cluster.url)
+    r.xgroup_create(stream, keys.ENGINE_GROUP, id="$", mkstream=True)
+    node = cluster.node(node_port(r, stream))
+
+    async def scenario() -> list[bus.Entry]:
+        reader, writer_client = bus.aconnect(cluster.url), bus.aconnect(cluster.url)
+        writer = TickWriter(writer_client, Stats("t"), shards=1, batch_max=10, flush_ms=0,
+                            queue_max_ticks=1000)
+        read = asyncio.create_task(bus.aread_group(
+            reader, stream, keys.ENGINE_GROUP, "engine-0", count=100, block_ms=5000))
+        while not any(c.get("cmd") == "xreadgroup" for c in node.client_list()):
+            await asyncio.sleep(0.01)  # the reader is blocked now
+        await writer.write([tick(f"NSE:S{n}", n) for n in range(30)])
+        entries = await read
+        await reader.aclose()
+        await writer_client.aclose()
+        return entries
+
+    entries = asyncio.run(scenario())
+    assert [len(decode_ticks(f)) for _id, f in entries] == [10, 10, 10]
+
+
+def test_a_failed_stream_is_counted_as_dropped_the_others_written(cluster: Cluster) -> None:
+    r = bus.connect(cluster.url)
+    r.set(keys.ticks(1), "not a stream")  # XADD on it fails: WRONGTYPE
+
+    async def scenario() -> tuple[Stats, str]:
+        stats = Stats("t")
+        client = bus.aconnect(cluster.url)
+        writer = TickWriter(client, stats, shards=2, batch_max=50, flush_ms=0,
+                            queue_max_ticks=1000)
+        ticks = [tick(f"NSE:S{n}", n) for n in range(40)]
+        try:
+            await writer.write(ticks)
+        except redis.RedisError as exc:
+            stats.inc("drops", exc.dropped)  # type: ignore[attr-defined]
+            return stats, str(exc)
+        finally:
+            await client.aclose()
+        return stats, ""
+
+    stats, error = asyncio.run(scenario())
+    on_1 = sum(keys.shard_for(f"NSE:S{n}", 2) == 1 for n in range(40))
+    assert "WRONGTYPE" in error and 0 < on_1 < 40
+    assert stats.counters["drops"] == on_1 and stats.counters["written"] == 40 - on_1
+    assert sum(len(decode_ticks(f)) for _id, f in r.xrange(keys.ticks(0))) == 40 - on_1
+
+
+def test_rules_are_stored_changed_and_removed_across_slots(cluster: Cluster) -> None:
+    r = bus.connect(cluster.url)
+    store.add_user(r, "asha", "a long password")
+    r.hset(keys.INSTRUMENTS, "NSE:INFY", '{"tok": "408065"}')
+    rule = store.add_rule(r, Rule.model_validate(
+        {"user": "asha", "symbol": "NSE:INFY", "kind": "cross_above", "params": {"level": 1}}))
+    assert [x.id for x in store.list_rules(r, "asha")] == [rule.id]
+    store.set_rule_active(r, rule.id, False)
+    assert store.get_rule(r, rule.id).active is False  # type: ignore[union-attr]
+    store.remove_rule(r, rule.id)
+    assert store.list_rules(r, "asha") == [] and not r.smembers(keys.user_rules("asha"))
+    changes = [(f["op"], f["id"]) for _id, f in r.xrange(keys.RULE_CHANGES)]
+    assert changes == [("put", rule.id), ("put", rule.id), ("rm", rule.id)]
+
+
+def test_an_alert_is_appended_once_from_a_cluster_pipeline(cluster: Cluster) -> None:
+    """The once-only script goes whole (EVAL) in a cluster pipeline: no node has to hold it,
+    and a node whose script cache was emptied still runs it."""
+    r = bus.connect(cluster.url)
+    for port in cluster.ports:
+        cluster.node(port).script_flush()
+    for _ in range(2):
+        pipe = r.pipeline(transaction=False)
+        bus.publish_alert_once(pipe, "r1:1-0:0", {"id": "r1:1-0:0", "msg": "up"})
+        pipe.hset(keys.QUOTES, "NSE:INFY", "{}")  # another node, same round
+        results = pipe.execute(raise_on_error=False)
+        assert not any(isinstance(x, Exception) for x in results), results
+    assert [f["id"] for _id, f in r.xrange(keys.ALERTS)] == ["r1:1-0:0"]
+
+
+def test_checkpoint_commits_and_fences_in_the_streams_slot(cluster: Cluster) -> None:
+    r = bus.connect(cluster.url)
+    stream, state = keys.ticks(0), keys.engine_state(0)
+    bus.ensure_group(r, stream, keys.ENGINE_GROUP)
+    ids = [r.xadd(stream, {"n": str(n)}) for n in range(3)]
+    bus.read_group(r, stream, keys.ENGINE_GROUP, "engine-0", count=10, block_ms=None)
+    ckpt = Checkpointer(r, state, stream, keys.ENGINE_GROUP)
+    ckpt.claim_epoch()
+    ckpt.write(client_like(r, socket_timeout=5.0), b"\x00doc", ids)  # type: ignore[arg-type]
+    binary = client_like(r, decode_responses=False)
+    assert binary.hget(state, STATE_FIELD) == b"\x00doc"
+    assert r.xpending(stream, keys.ENGINE_GROUP)["pending"] == 0
+    r.hincrby(state, EPOCH_FIELD, 1)  # a newer incarnation took over
+    with pytest.raises(Exception, match="belongs to epoch"):
+        ckpt.write(r, b"old", [])
+    binary.close()
+
+
+def test_scan_sees_the_keys_of_every_primary(cluster: Cluster) -> None:
+    r = bus.connect(cluster.url)
+    names = [f"sa:hb:p{n}" for n in range(30)]
+    for name in names:
+        r.set(name, "{}")
+    assert len({node_port(r, n) for n in names}) == 3
+    assert sorted(r.scan_iter(match=keys.HEARTBEAT_PATTERN, count=5)) == sorted(names)
+
+
+def test_many_concurrent_calls_wait_for_a_connection(cluster: Cluster) -> None:
+    """redis-py's cluster raises MaxConnectionsError past a node's limit; ours wait."""
+
+    async def scenario() -> int:
+        ar = bus.aconnect(cluster.url, max_connections=4)
+        try:
+            async def one(n: int) -> bool:
+                if n % 3 == 0:
+                    async with ar.pipeline(transaction=False) as pipe:
+                        pipe.set(f"k{n}", n)
+                        pipe.get(f"k{n}")
+                        return (await pipe.execute())[1] == str(n)
+                await ar.set(f"k{n}", n)
+                return await ar.get(f"k{n}") == str(n)
+
+            started = time.monotonic()
+            done = await asyncio.gather(*(one(n) for n in range(400)))
+            assert time.monotonic() - started < 20
+            return sum(done)
+        finally:
+            await ar.aclose()
+
+    assert asyncio.run(scenario()) == 400
