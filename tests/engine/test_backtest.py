@@ -212,7 +212,8 @@ def big_job(world: redis.Redis, n: int) -> tuple[dict[str, Any], list[Tick]]:
     return RULES[1], [t for t in ticks if t.sym == SYM]
 
 
-def kill_mid_job(world: redis.Redis, proc: Any, queue: Any) -> str:
+def kill_mid_job(world: redis.Redis, proc: Any, queue: Any,
+                 sig: int = signal.SIGKILL) -> str:
     """Queue a job and SIGKILL the worker the moment it marks the job running (a keyspace
     notification: the job itself takes a few hundred ms); returns the job's key."""
     db = world.connection_pool.connection_kwargs.get("db", 0)
@@ -229,13 +230,14 @@ def kill_mid_job(world: redis.Redis, proc: Any, queue: Any) -> str:
             message = pubsub.get_message(timeout=1.0)
             if message and message["type"] == "message":
                 events.append(message["data"])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.send_signal(sig)
+        assert proc.wait(10) == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
     finally:
         pubsub.close()
         world.config_set("notify-keyspace-events", "")
     raw = world.hgetall(key)
-    assert raw["status"] == "running" and "result" not in raw, raw
+    assert raw["status"] == ("running" if sig == signal.SIGKILL else "queued"), raw
+    assert "result" not in raw
     return key
 
 
@@ -272,3 +274,13 @@ def test_kill_9_another_worker_takes_over_or_it_is_reported_failed(world, worker
                    timeout_s=30, what="the job reported failed")
     assert "stopped 1 time while running" in raw["error"]
     assert world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 0
+
+
+def test_sigterm_mid_job_leaves_it_queued_for_the_next_start(world, worker):
+    rule, mine = big_job(world, 120_000)
+    key = kill_mid_job(world, worker("bt-a"), queuer(world, rule, "stop-restart-001"),
+                       signal.SIGTERM)
+    assert world.hget(key, "attempts") == "0"  # a clean stop is not held against the job
+    worker("bt-a")
+    assert result_of(world, key, timeout_s=60)["count"] == len(replayed(rule, mine))
+    assert world.hget(key, "attempts") == "1"
