@@ -48,7 +48,7 @@ def create(client: Client, fields: dict[str, Any]) -> str:
     return match.group(1)
 
 
-KINDS = [
+KINDS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"symbol": "nse:infy", "kind": "window_pct", "params.pct": "1.5", "params.window_s": "300",
       "params.direction": "up", "frequency": "once", "cooldown_s": "60", "expires_at": EXPIRY,
       "market_hours_only": "on", "channels": ["default", "phone"]},
@@ -234,7 +234,7 @@ def test_the_list_shows_when_a_rule_last_fired(alice: Client, r: redis.Redis) ->
     assert "not recently" in quiet[:quiet.index("</tr>")]
 
 
-def _alert_fields(rule_id: str, user: str, ts: int) -> dict[str, str]:
+def _alert_fields(rule_id: str, user: str, ts: int) -> dict[Any, Any]:
     return {"id": f"{rule_id}:9-0:0", "rule": rule_id, "user": user, "sym": "NSE:INFY",
             "kind": "window_pct", "ltp": "1500", "ts": str(ts), "rx": str(ts * 1000),
             "at": str(ts * 1000 + 900), "msg": "fired"}

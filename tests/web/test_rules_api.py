@@ -27,7 +27,8 @@ def alice(client: Client, users: dict[str, str], r: redis.Redis) -> Client:
       "frequency": "once", "cooldown_s": 30, "market_hours_only": True,
       "expires_at": "2026-12-31T15:30:00+05:30", "channels": ["phone", "default"]},
      {"pct": 2.0, "direction": "up"}),
-    ({"symbol": "NSE:NIFTY 50", "kind": "orb", "params": {}}, {"minutes": 15, "direction": "either"}),
+    ({"symbol": "NSE:NIFTY 50", "kind": "orb", "params": {}},
+     {"minutes": 15, "direction": "either"}),
     ({"symbol": "NSE:RELIANCE", "kind": "ema_cross", "params": {"fast": 9, "slow": 21},
       "active": False}, {"fast": 9, "slow": 21, "direction": "either"}),
 ])
