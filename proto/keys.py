@@ -203,21 +203,6 @@ def oauth_state(state: str) -> str:
     return f"sa:oauth:{state}"
 
 
-def broker(feed: str) -> str:
-    """Hash of a broker's API credentials, sealed (``proto.secrets``): ``key`` ``secret``
-    ``updated`` ``updated_by``."""
-    return f"sa:broker:{feed}"
-
-
-OAUTH_STATE_TTL_S = 600
-
-
-def oauth_state(state: str) -> str:
-    """One broker login in progress (JSON {feed, user, redirect_uri}); read once by the
-    callback, expires after ``OAUTH_STATE_TTL_S``."""
-    return f"sa:oauth:{state}"
-
-
 MARKET_STATUS = "sa:market:status"  # hash: segment -> status (Upstox market_info)
 
 
