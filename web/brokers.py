@@ -47,6 +47,7 @@ from upstox_client.rest import ApiException
 from proto import keys
 from proto.display import IST
 from proto.secrets import (
+    Credentials,
     SecretBox,
     SecretsError,
     box_from,
@@ -269,7 +270,7 @@ def start_login(
     return Redirect(target, status_code=HTTP_303_SEE_OTHER)
 
 
-def _credentials(r: redis.Redis, settings: WebSettings, feed: str) -> Any:
+def _credentials(r: redis.Redis, settings: WebSettings, feed: str) -> Credentials:
     box = secret_box(settings)
     if box is None:
         raise BrokerError(NO_KEY)
