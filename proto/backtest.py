@@ -167,7 +167,7 @@ def read_csv(text: str, fmt: str, symbol: str) -> CsvData:
     if len(text.encode()) > CSV_MAX_BYTES:
         raise CsvError([f"the file is larger than {CSV_MAX_BYTES // (1024 * 1024)} MiB"])
     reader = csv.DictReader(text.splitlines())
-    header = [name.strip() for name in reader.fieldnames or []]
+    header = [name.strip().lower() for name in reader.fieldnames or []]
     reader.fieldnames = header
     wanted = TICK_COLUMNS if fmt == "ticks" else BAR_COLUMNS
     missing = [name for name in wanted if name not in header]

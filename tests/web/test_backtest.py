@@ -21,7 +21,7 @@ from tests.engine.test_backtest import replayed, walk, write_ticks
 from tests.helpers import spawn, stop, wait_for
 from tests.web.conftest import csrf_token, login
 from web.app import create_app
-from web.backtest import job_state
+from web.backtest_view import job_state, job_view
 from web.settings import WebSettings
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -280,8 +280,6 @@ T0 = 1_800_000_000_000
 ])
 def test_a_job_always_comes_to_an_end(raw: dict[str, Any], at_ms: int, state: str,
                                       pending: bool) -> None:
-    from web.backtest import job_view
-
     got, message = job_state({k: str(v) for k, v in raw.items()}, at_ms, 10.0)
     assert got == state and message
     assert job_view("x" * 16, {k: str(v) for k, v in raw.items()}, at_ms, 10.0)["pending"] \
@@ -291,7 +289,8 @@ def test_a_job_always_comes_to_an_end(raw: dict[str, Any], at_ms: int, state: st
 def test_csv_reader_lists_problems_and_skips_other_symbols() -> None:
     from proto.backtest import MAX_CSV_ERRORS, CsvError, read_csv
 
-    data = read_csv("ts,symbol,ltp\n1,NSE:TCS,5\n2,NSE:INFY,5.5\n3,NSE:INFY,6\n", "ticks", SYM)
+    data = read_csv("TS, Symbol ,ltp\n1,NSE:TCS,5\n2,NSE:INFY,5.5\n3,NSE:INFY,6\n", "ticks",
+                    SYM)  # header names: any case, spaces around them
     assert [p.ltp for p in data.ticks] == [5.5, 6.0] and data.other_rows == 1
     bad = [
         ("ts,symbol,open,high,low,close\n1,NSE:INFY,10,9,8,9.5\n", "bars",
