@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -158,17 +159,25 @@ class Notifier:
                 await self._poison(eid, fields, str(exc))
                 return
             self.stats.inc("alerts")
-            if (await self.policy.decide(alert)).folded:
-                # In a digest now (recorded before this ack): the flusher delivers it.
-                self.stats.inc("folded")
-                await self.r.xack(STREAM, GROUP, eid)
-                self.stats.inc("acked")
-            elif await self.deliverer.deliver(alert):
-                await self.r.xack(STREAM, GROUP, eid)
-                self.stats.inc("acked")
-        except TRANSIENT as exc:
-            self.stats.inc("redis_errors")
-            log.warning("entry %s: redis error, left pending: %s", eid, exc)
+            # A Redis error part-way (Redis restarting, refusing writes, a pooled connection
+            # to a server that restarted) is retried here, with backoff: left pending, the
+            # entry would wait notify_claim_idle_ms (30 s) for the claim to take it again.
+            # Past that time it is left pending, and the claim has it.
+            give_up_at = time.monotonic() + self.s.notify_claim_idle_ms / 1000
+            for failures in itertools.count(1):
+                try:
+                    if await self._decide_and_deliver(eid, alert):
+                        return
+                    reason = "a channel's record could not be written"
+                except TRANSIENT as exc:
+                    self.stats.inc("redis_errors")
+                    reason = str(exc)
+                delay = backoff_s(failures, 0.2, 5.0, random.random())
+                if time.monotonic() + delay > give_up_at:
+                    log.warning("entry %s: redis error, left pending: %s", eid, reason)
+                    return
+                log.warning("entry %s: redis error, again in %.1fs: %s", eid, delay, reason)
+                await asyncio.sleep(delay)
         except Exception as exc:
             # A bug on one alert must not loop forever nor stop the others: dead-letter it.
             log.exception("entry %s: unexpected error", eid)
@@ -177,6 +186,18 @@ class Notifier:
             self.held.discard(eid)
             self.stats.gauges["in_flight"] = len(self.held)
             self._slots.release()
+
+    async def _decide_and_deliver(self, eid: str, alert: Alert) -> bool:
+        """Fold or deliver, then ack; False when a channel's delivery could not be recorded
+        (the alert must be handled again: its records make that send nothing twice)."""
+        if (await self.policy.decide(alert)).folded:
+            # In a digest now (recorded before this ack): the flusher delivers it.
+            self.stats.inc("folded")
+        elif not await self.deliverer.deliver(alert):
+            return False
+        await self.r.xack(STREAM, GROUP, eid)
+        self.stats.inc("acked")
+        return True
 
     async def _poison(self, eid: str, fields: Fields, reason: str) -> None:
         try:
