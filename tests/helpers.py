@@ -48,3 +48,19 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float = 15.0, what: s
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux: /proc/PID/task/PID/children)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -16,7 +16,7 @@ from engine.book import Book
 from proto import keys, store
 from proto.events import Tick, decode_ticks, encode_tick_batch
 from proto.rules import parse_rule
-from tests.helpers import spawn, stop, wait_for
+from tests.helpers import alive, children, spawn, stop, wait_for
 
 SYMBOLS = [f"NSE:S{i}" for i in range(20)]
 RULES = [
@@ -124,20 +124,6 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(r, redis_url, tmp_path, 
         proc.wait()
     feeder.join()
     finish_and_compare(r, redis_url, tmp_path, ENV)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
