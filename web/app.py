@@ -15,6 +15,7 @@ from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader, State
 from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -29,9 +30,11 @@ from web import (
     feeds,
     history,
     metrics,
+    openapi,
     pages,
     rules,
     rules_api,
+    settings_page,
     symbols,
     testmsg,
     watchlist,
@@ -40,6 +43,7 @@ from web.errors import EXCEPTION_HANDLERS
 from web.live import Drain, QuoteBoard
 from web.session import Sessions, derived_secret, jwt_secret
 from web.settings import WebSettings
+from web.tokens import CSRFUnlessToken
 
 log = logging.getLogger("stormalert.web")
 
@@ -103,7 +107,8 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             r.close()
 
     return Litestar(
-        route_handlers=[
+        # Only the JSON API goes into the OpenAPI document (web.openapi).
+        route_handlers=openapi.documented([
             pages.login_page, pages.login, pages.logout, pages.dashboard,
             api.healthz, api.api_quotes, api.api_alerts, api.events,
             detail.alert_page, detail.api_alert,
@@ -118,7 +123,8 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             create_static_files_router(path="/static", directories=[HERE / "static"],
                                        opt={"exclude_from_auth": True},
                                        cache_control=CacheControlHeader(max_age=300)),
-        ],
+            *settings_page.ROUTES,
+        ]),
         dependencies={
             "ar": Provide(_ar, sync_to_thread=False),
             "r": Provide(_r, sync_to_thread=False),
@@ -128,17 +134,21 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
         },
-        middleware=[pages.login_rate_limit(settings.login_attempts_per_minute).middleware],
+        middleware=[
+            pages.login_rate_limit(settings.login_attempts_per_minute).middleware,
+            # After authentication, so that requests an API token authenticated can skip it.
+            DefineMiddleware(CSRFUnlessToken, config=CSRFConfig(
+                secret=derived_secret(secret, "csrf"), cookie_secure=settings.cookie_secure,
+                cookie_samesite="lax")),
+        ],
         lifespan=[lifespan],
         on_app_init=[sessions.auth.on_app_init],
-        csrf_config=CSRFConfig(secret=derived_secret(secret, "csrf"),
-                               cookie_secure=settings.cookie_secure, cookie_samesite="lax"),
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         exception_handlers=EXCEPTION_HANDLERS,
         # Pages and API answers hold one user's data: never kept by a browser or proxy.
         cache_control=CacheControlHeader(no_store=True),
         response_headers=[ResponseHeader(name=k, value=v) for k, v in SECURITY_HEADERS.items()],
-        openapi_config=None,
+        openapi_config=openapi.openapi_config(),
         logging_config=None,  # the process's own logging (proto.runtime.setup_logging)
         debug=False,
     )

@@ -14,12 +14,13 @@ import redis
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
-from litestar.security.jwt import JWTCookieAuth, Token
+from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from proto import keys, store
 from proto.bus import RedisUnavailable, check, connect, redact_url
 from web.settings import WebSettings
+from web.tokens import SessionOrTokenAuth
 from web.views import User
 
 COOKIE = "sa_session"
@@ -73,7 +74,8 @@ class Sessions:
     """Issues and clears the session cookie; ``auth`` is the app's JWT cookie middleware."""
 
     def __init__(self, settings: WebSettings, secret: str) -> None:
-        self.auth: JWTCookieAuth[User, Token] = JWTCookieAuth[User, Token](
+        # The session cookie; an API token instead on /api/ routes (web.tokens).
+        self.auth = SessionOrTokenAuth(
             retrieve_user_handler=retrieve_user,
             token_secret=secret,
             key=COOKIE,
