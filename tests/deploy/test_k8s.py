@@ -209,6 +209,19 @@ def test_disruption_budgets_and_services_select_existing_pods() -> None:
             assert find("Service", doc["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
 
 
+def test_the_redis_network_policy_lets_every_stormalert_pod_in() -> None:
+    """The policy selects pods by a label: one missing from a pod template would cut that
+    process off from Redis (kustomize's `labels` do not reach pod templates)."""
+    policy = find("NetworkPolicy", "redis")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    allowed = source["podSelector"]["matchLabels"].items()
+    for name, w in ((w["metadata"]["name"], w) for w in workloads()):
+        assert allowed <= w["spec"]["template"]["metadata"]["labels"].items(), name
+    assert rule["ports"] == [{"port": 6379}]
+
+
 def test_web_is_served_through_the_ingress_with_server_sent_events_unbuffered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     [web] = [c for w, c in our_containers() if w == "web"]
