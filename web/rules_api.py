@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import redis
 from litestar import Request, Response, delete, get, post, put
@@ -20,7 +20,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
+from litestar.params import FromPath, KwargDefinition
 from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 from litestar.types import ExceptionHandlersMap
 
@@ -34,24 +34,28 @@ Frequency = Literal["once", "every", "once_per_bar"]
 
 @dataclass
 class RuleIn:
-    """A rule to create, or the whole new content of one (PUT)."""
+    """A rule to create, or the whole new content of one (PUT). Semantics of each kind and
+    option: README "Rules" and docs/RULES.md."""
 
-    symbol: str
-    """``EXCHANGE:TRADINGSYMBOL``, e.g. ``NSE:INFY``."""
-    kind: str
-    """One of the kinds of docs/RULES.md (``cross_above``, ``window_pct``, ...)."""
-    params: dict[str, Any] = field(default_factory=dict)
-    """The kind's parameters, e.g. ``{"pct": 1.5, "window_s": 300}`` for ``window_pct``."""
+    symbol: Annotated[str, KwargDefinition(description="EXCHANGE:TRADINGSYMBOL, e.g. NSE:INFY")]
+    kind: Annotated[str, KwargDefinition(description=(
+        "cross_above, cross_below, change_pct, trailing_pct, window_pct, above, below, "
+        "channel, volume_spike, sma_cross, ema_cross, rsi, orb, or a plug-in kind"))]
+    params: Annotated[dict[str, Any], KwargDefinition(description=(
+        'The kind\'s parameters, e.g. {"pct": 1.5, "window_s": 300} for window_pct'))] = \
+        field(default_factory=dict)
     frequency: Frequency = "every"
-    cooldown_s: float = 0.0
-    market_hours_only: bool = False
-    expires_at: int | str | None = None
-    """Epoch ms, or ISO-8601 with an offset."""
-    channels: list[str] = field(default_factory=lambda: ["default"])
-    """Tags of the channels to notify."""
-    active: bool | None = None
-    """False stores the rule paused; left out, a new rule is active and a replaced one
-    keeps its state."""
+    cooldown_s: Annotated[float, KwargDefinition(description=(
+        "Seconds after a firing during which the rule does not fire again"))] = 0.0
+    market_hours_only: Annotated[bool, KwargDefinition(description=(
+        "See only ticks of the NSE session (09:15-15:30 IST, Monday to Friday)"))] = False
+    expires_at: Annotated[int | str | None, KwargDefinition(description=(
+        "When the rule ends: epoch ms, or ISO-8601 with an offset"))] = None
+    channels: Annotated[list[str], KwargDefinition(description=(
+        "Tags of the user's channels to notify"))] = field(default_factory=lambda: ["default"])
+    active: Annotated[bool | None, KwargDefinition(description=(
+        "false stores the rule paused; left out, a new rule is active and a replaced one "
+        "keeps its state"))] = None
 
 
 @dataclass
