@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
+from deploy.embedded_redis import free_port
 from engine import checkpoint
 from engine.checkpointer import client_like
 from engine.reshard import ReshardError, State, reshard
@@ -71,10 +73,11 @@ def start_shards(n: int, redis_url: str, tmp_path: Path) -> list[subprocess.Pope
             for i in range(n)]
 
 
-def stormalert(redis_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+def stormalert(redis_url: str, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STORMALERT_")}
     return subprocess.run([sys.executable, "-m", "deploy", *argv], cwd=ROOT,
-                          env={**clean, "STORMALERT_REDIS_URL": redis_url},
+                          env={**clean, "STORMALERT_REDIS_URL": redis_url,
+                               "STORMALERT_SHARDS": "2", **env},  # the old count, as configured
                           capture_output=True, text=True, timeout=60)
 
 
@@ -99,10 +102,16 @@ def test_reshard_two_to_three_carries_the_state_and_loses_no_alert(
     assert done.stdout.startswith("resharded 2 -> 3: state of 10 rules carried over (6 moved"), \
         done.stdout
     assert r.get(keys.SHARDS) == "3" and not r.exists(keys.RESHARD)
-    # A process still configured for the old count refuses to start, saying why.
-    old = stormalert(redis_url, "engine", "--shard", "0", "--shards", "2")
-    assert old.returncode == 2
-    assert "configured for 2 engine shards but Redis records 3" in old.stderr, old.stderr
+    # Processes still configured for the old count refuse to start, saying why.
+    with ThreadPoolExecutor(3) as pool:
+        runs = [pool.submit(stormalert, redis_url, "engine", "--shard", "0", "--shards", "2"),
+                pool.submit(stormalert, redis_url, "ingest", "--feed", "sim"),
+                pool.submit(stormalert, redis_url, "up", "--port", str(free_port()),
+                            STORMALERT_DATA_DIR=str(tmp_path / "up"))]
+        engine, ingest, up = (run.result() for run in runs)
+    for done, code in ((engine, 2), (ingest, 2), (up, 1)):
+        assert done.returncode == code, done
+        assert "configured for 2 engine shards but Redis records 3" in done.stderr, done.stderr
 
     # Ingest may start before the new shards: its ticks wait in the groups reshard created.
     publish(r, AFTER, 3, 10_000)
