@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except (bus.RedisUnavailable, topology.ShardCountMismatch, ValueError) as exc:
         print(f"stormalert engine: {exc}", file=sys.stderr)
         return 2
-    shard.run()
+    try:
+        shard.run()
+    except topology.ShardCountMismatch as exc:  # re-sharded while this shard was starting
+        print(f"stormalert engine: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
