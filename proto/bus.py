@@ -55,8 +55,8 @@ def cluster_url(url: str) -> str | None:
 
 def is_cluster(r: object) -> bool:
     """Whether ``r`` (a client or a pipeline, sync or asyncio) talks to a Redis Cluster."""
-    return isinstance(r, cluster.RedisCluster | acluster.RedisCluster
-                      | acluster.ClusterPipeline)
+    return isinstance(r, ClusterClient | AsyncClusterClient | cluster.RedisCluster
+                      | acluster.RedisCluster | acluster.ClusterPipeline)
 
 
 def connect(url: str, *, blocking: bool = False) -> redis.Redis:
@@ -69,7 +69,7 @@ def connect(url: str, *, blocking: bool = False) -> redis.Redis:
         socket_connect_timeout=5.0, health_check_interval=30)
     plain = cluster_url(url)
     if plain is not None:
-        return cast(redis.Redis, SyncCluster(url=plain, **options))
+        return ClusterClient(SyncCluster(url=plain, **options))
     return redis.Redis.from_url(url, **options)
 
 
@@ -89,7 +89,7 @@ def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredi
         health_check_interval=30)
     plain = cluster_url(url)
     if plain is not None:
-        return cast(aredis.Redis, AsyncCluster.from_url(
+        return AsyncClusterClient(AsyncCluster.from_url(
             plain, max_connections=max_connections, **options))
     pool = aredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, **options)
@@ -99,8 +99,9 @@ def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredi
 def clone(r: redis.Redis, **overrides: Any) -> redis.Redis:
     """A client on new connections to the same server (or cluster) as ``r``, with some
     connection settings changed (a forked child must not use its parent's connections)."""
-    if isinstance(r, SyncCluster):
-        return cast(redis.Redis, SyncCluster(**{**r.lazy_options, **overrides}))
+    if isinstance(r, ClusterClient):
+        options = cast(SyncCluster, r.cluster_client).lazy_options
+        return ClusterClient(SyncCluster(**{**options, **overrides}))
     pool = r.connection_pool
     kwargs = {**pool.connection_kwargs, **overrides}
     return redis.Redis(connection_pool=redis.ConnectionPool(
@@ -116,6 +117,43 @@ def _stream_keys(args: tuple[Any, ...]) -> list[Any] | None:
     at = max(i for i, a in enumerate(names) if a in (b"STREAMS", "STREAMS"))
     rest = args[at + 1:]
     return list(rest[:len(rest) // 2])
+
+
+class _StandIn:
+    """Everything asked of it goes to the cluster client it holds. Only its type differs:
+    ``ClusterClient`` is a ``redis.Redis`` and ``AsyncClusterClient`` a
+    ``redis.asyncio.Redis``, which redis-py's cluster clients are not (nor can be: their
+    bases' method orders do not combine). The processes' code is written and typed against
+    those two, and Litestar checks the web's dependencies against them."""
+
+    def __init__(self, cluster_client: object) -> None:
+        object.__setattr__(self, "_cluster", cluster_client)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("_cluster", "cluster_client"):
+            return object.__getattribute__(self, "_cluster")
+        return getattr(object.__getattribute__(self, "_cluster"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_cluster"), name, value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {object.__getattribute__(self, '_cluster')!r}>"
+
+    def __del__(self, *_args: Any) -> None:
+        """The cluster client cleans up after itself."""
+
+
+class ClusterClient(_StandIn, redis.Redis):
+    """A ``SyncCluster`` where a ``redis.Redis`` is expected (see ``_StandIn``)."""
+
+    cluster_client: cluster.RedisCluster
+
+
+class AsyncClusterClient(_StandIn, aredis.Redis):  # type: ignore[misc]  # redis-py's own stubs
+    """An ``AsyncCluster`` where a ``redis.asyncio.Redis`` is expected (see ``_StandIn``)."""
+
+    cluster_client: acluster.RedisCluster
 
 
 class SyncCluster(cluster.RedisCluster):
