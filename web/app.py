@@ -136,6 +136,7 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
         },
         middleware=[
             pages.login_rate_limit(settings.login_attempts_per_minute).middleware,
+            settings_page.password_rate_limit().middleware,
             # After authentication, so that requests an API token authenticated can skip it.
             DefineMiddleware(CSRFUnlessToken, config=CSRFConfig(
                 secret=derived_secret(secret, "csrf"), cookie_secure=settings.cookie_secure,

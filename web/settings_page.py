@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import redis
@@ -21,6 +22,7 @@ from litestar import MediaType, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import (
@@ -31,7 +33,7 @@ from litestar.status_codes import (
 )
 
 from proto import keys, store
-from proto.display import format_ist
+from proto.display import IST
 from web import tokens
 from web.session import Sessions
 from web.views import User
@@ -48,6 +50,9 @@ DONE = {
     "token-revoked": "Token revoked.",
 }
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+# Password changes per client address per minute: the current password is checked each time,
+# so a borrowed session must not become a way to guess it quickly.
+PASSWORD_CHANGES_PER_MINUTE = 5
 
 
 @dataclass
@@ -72,6 +77,16 @@ class PasswordForm:
 @dataclass
 class TokenForm:
     name: str = ""
+
+
+def _is_password_change(request: Request[Any, Any, Any]) -> bool:
+    return request.method == "POST" and request.url.path == "/settings/password"
+
+
+def password_rate_limit() -> RateLimitConfig:
+    """Counts password-change posts only, in a store of their own (see login_rate_limit)."""
+    return RateLimitConfig(rate_limit=("minute", PASSWORD_CHANGES_PER_MINUTE),
+                           store="password_changes", check_throttle_handler=_is_password_change)
 
 
 def clean_tag(tag: str) -> str:
@@ -110,7 +125,7 @@ async def render(request: Req, ar: aredis.Redis, *, errors: dict[str, str] | Non
                         "user": request.user,
                         "channels": await channel_views(ar, name),
                         "tokens": [{"id": t.id, "name": t.name,
-                                    "created": format_ist(t.created * 1000)}
+                                    "created": created_text(t.created)}
                                    for t in await tokens.list_tokens(ar, name)],
                         "errors": errors or {},
                         "values": values,
@@ -118,6 +133,10 @@ async def render(request: Req, ar: aredis.Redis, *, errors: dict[str, str] | Non
                         "new_token_name": new_token_name,
                         "done": DONE.get(done or ""),
                     })
+
+
+def created_text(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).astimezone(IST).strftime("%d %b %Y %H:%M IST")
 
 
 def back(done: str) -> Redirect:

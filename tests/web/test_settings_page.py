@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 
 from proto import keys, store
 from tests.web.conftest import csrf_token, login
+from web import settings_page
 from web.app import create_app
 from web.session import COOKIE
 from web.settings import WebSettings
@@ -166,3 +167,10 @@ def test_api_channels(alice: TestClient[Any], r: redis.Redis) -> None:
     assert alice.delete(f"/api/channels/{cid}", headers=headers).status_code == 204
     assert alice.delete(f"/api/channels/{cid}", headers=headers).status_code == 404
     assert r.hlen(keys.user_channels("alice")) == 0
+
+
+def test_password_changes_are_rate_limited(alice: TestClient[Any]) -> None:
+    statuses = [post_form(alice, "/settings/password", current="wrong-password", new="x" * 9,
+                          confirm="y" * 9).status_code
+                for _ in range(settings_page.PASSWORD_CHANGES_PER_MINUTE + 1)]
+    assert statuses == [422] * settings_page.PASSWORD_CHANGES_PER_MINUTE + [429]
