@@ -27,6 +27,8 @@ from web.app import create_app
 from web.settings import WebSettings
 
 # Small and bounded: a few examples per operation keeps the whole run well under a minute.
+# schemathesis's auth probes send a few invalid tokens (8 a run with 23 operations): well
+# under tokens.FAILURES_PER_MINUTE, past which they would get 429 instead of 401.
 MAX_EXAMPLES = 8
 METHODS = {"get", "put", "post", "delete", "patch"}
 
