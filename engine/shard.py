@@ -27,7 +27,7 @@ from engine.bars import Bar, BarBuilder
 from engine.book import Book, Firing
 from engine.checkpointer import Checkpointer, Fenced, client_like
 from engine.session import Session
-from proto import bus, keys, store
+from proto import bus, keys, store, topology
 from proto.events import Alert, CodecError, Tick, decode_ticks, quote_json
 from proto.rules import RuleError
 from proto.runtime import Runtime
@@ -344,6 +344,8 @@ class Shard:
         bus.ensure_group(self.r, self.stream, keys.ENGINE_GROUP, start="$")
         self.load_rules()
         self.ckpt.claim_epoch()  # before reading: fences a writer a killed incarnation left
+        # A reshard may have run while this shard loaded its rules: refuse the old count.
+        topology.agree(self.r, self.s.shards)
         self.restore()
         pending = bus.read_group(self.r, self.stream, keys.ENGINE_GROUP, self.consumer,
                                  count=1_000_000, block_ms=None, start="0")

@@ -194,7 +194,7 @@ class _TrailingRun(Run):
             groups = self._groups
         quiet, arms = self.quiet, self.arms
         for g in groups:
-            ext, thr = g.ext, g.thr
+            ext, thr = g.ext, g.thr  # ext is a number now: the loop above set every None
             if thr is None:
                 if down:
                     thr = g.thr = [-(ext * (1 - evs[i].pct / 100)) for i in g.members]
@@ -203,11 +203,10 @@ class _TrailingRun(Run):
             n = bisect_right(thr, -p if down else p)
             if n:
                 members = g.members
-                ref_key = slot
                 for k in range(n):
                     i = members[k]
                     if t >= quiet[i]:
-                        hits.append((arms[i], {ref_key: ext}))
+                        hits.append((arms[i], {slot: ext}))  # type: ignore[dict-item]
         if self._odd:
             self._each(self._odd, p, t, hits, fail)
         return len(hits) > n_hits
