@@ -113,7 +113,7 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     ("GET", "/rules/{rule_id}/edit"): OBJECT,
     ("GET", "/api/rules/{rule_id}"): OBJECT,
     ("POST", "/rules/{rule_id}"): Own("object", form=True, reads=False, body={
-        "symbol": "NSE:TCS", "kind": "cross_above", "level": "99"}),
+        "symbol": "NSE:TCS", "kind": "cross_above", "params.level": "99"}),
     ("PUT", "/api/rules/{rule_id}"): Own("object", reads=False, body={
         "symbol": "NSE:TCS", "kind": "cross_above", "params": {"level": 99}}),
     ("POST", "/rules/{rule_id}/pause"): CHANGES,
@@ -123,7 +123,8 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     ("POST", "/api/rules/{rule_id}/resume"): CHANGES,
     ("DELETE", "/api/rules/{rule_id}"): CHANGES,
     ("POST", "/rules"): Own("write", form=True, body={
-        "symbol": "NSE:INFY", "kind": "cross_above", "level": "1600"}),
+        "symbol": "NSE:INFY", "kind": "cross_above", "params.level": "1600",
+        "frequency": "every", "cooldown_s": "0", "channels": "default"}),
     ("POST", "/api/rules"): Own("write", body={
         "symbol": "NSE:INFY", "kind": "cross_above", "params": {"level": 1600}}),
     # Test on history.
@@ -134,14 +135,14 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     ("GET", "/backtests/{job_id}"): OBJECT,
     ("GET", "/api/backtests/{job_id}"): OBJECT,
     ("POST", "/backtests"): Own("write", form=True, body={
-        "symbol": "NSE:INFY", "kind": "cross_above", "level": "1600", "source": "days",
+        "symbol": "NSE:INFY", "kind": "cross_above", "params.level": "1600", "source": "days",
         "days": "1"}),
     ("POST", "/api/backtests"): Own("write", body={
         "rule": {"symbol": "NSE:INFY", "kind": "cross_above", "params": {"level": 1600}},
         "days": 1}),
     # Watchlist.
-    ("POST", "/watchlist"): Own("write", form=True, body={"sym": "NSE:TCS"}),
-    ("POST", "/watchlist/remove"): Own("write", form=True, body={"sym": "NSE:INFY"}),
+    ("POST", "/watchlist"): Own("write", form=True, body={"symbol": "NSE:TCS"}),
+    ("POST", "/watchlist/remove"): Own("write", form=True, body={"symbol": "NSE:INFY"}),
     # Test messages.
     ("POST", "/test-message"): Own("write", form=True, body={}),
     ("GET", "/test-message/{request_id}"): OBJECT,
@@ -159,7 +160,7 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     ("PUT", "/api/prefs"): Own("write", body={"max_per_minute": 3}),
     ("POST", "/settings/password"): Own("write", form=True, body={
         "current": "not bob's password", "new": "whatever-pw", "confirm": "whatever-pw"}),
-    ("POST", "/settings/tokens"): Own("write", form=True, body={"name": "bob's bot"}),
+    ("POST", "/settings/tokens"): Own("write", form=True, body={"name": "bob bot"}),
     ("POST", "/settings/tokens/{token_id}/delete"): CHANGES,
 }
 
@@ -199,14 +200,17 @@ class World:
     def fill(self, path: str) -> str:
         return PARAM.sub(lambda m: self.ids.get(m.group(1), "x"), path)
 
-    def alice_data(self) -> dict[str, Any]:
-        """Everything of alice's in Redis, to compare before and after bob's request."""
+    def data_of(self, name: str) -> dict[str, Any]:
+        """Everything of a user's in Redis, to compare before and after a request."""
         data: dict[str, Any] = {key: self.r.dump(key) for key in sorted(
-            self.r.scan_iter(f"{keys.user('alice')}*"))}
-        data["rules"] = {rule.id: rule.to_json() for rule in store.list_rules(self.r, "alice")}
+            self.r.scan_iter(f"{keys.user(name)}*"))}
+        data["rules"] = {rule.id: rule.to_json() for rule in store.list_rules(self.r, name)}
         data["tokens"] = sorted(v for v in self.r.hvals(keys.API_TOKENS)
-                                if str(v).startswith("alice:"))
+                                if str(v).startswith(f"{name}:"))
         return data
+
+    def alice_data(self) -> dict[str, Any]:
+        return self.data_of("alice")
 
 
 async def _token(redis_url: str, user: str) -> tuple[str, str]:
@@ -338,10 +342,12 @@ def test_users_reach_only_their_own_data(world: World, method: str, path: str) -
     if path == "/events":
         stream_never_carries_another_users_alerts(world)
         return
-    before = world.alice_data()
+    before, bobs_before = world.alice_data(), world.data_of("bob")
     response = world.call("bob", method, url, body=spec.body, form=spec.form)
     after = world.alice_data()
     assert after == before, f"bob's {method} {url} changed alice's data"
+    if spec.kind == "write" and response.status_code < 400:
+        assert world.data_of("bob") != bobs_before, "the write went nowhere bob can see"
     if spec.kind == "object":
         assert response.status_code in REFUSED, (response.status_code, response.text)
     else:
