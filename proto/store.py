@@ -386,15 +386,34 @@ def list_rules(r: redis.Redis, user: str | None = None, *,
     return sorted(rules, key=lambda rule: (rule.user, rule.id))
 
 
-def _stored_symbol(body: str | bytes) -> str:
-    """The symbol of a stored rule without validating it; "" when unreadable (validation
-    then reports it, so a broken rule is never skipped silently by the filter)."""
+def _stored_field(body: str | bytes, name: str) -> str:
+    """A text field of a stored rule without validating it; "" when unreadable."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return ""
-    symbol = data.get("symbol") if isinstance(data, dict) else None
-    return symbol if isinstance(symbol, str) else ""
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _stored_symbol(body: str | bytes) -> str:
+    """The symbol of a stored rule without validating it; "" when unreadable (validation
+    then reports it, so a broken rule is never skipped silently by the filter)."""
+    return _stored_field(body, "symbol")
+
+
+def get_user_rule(r: redis.Redis, rule_id: str, user: str) -> Rule | None:
+    """The rule if it is ``user``'s, else None (no such rule, or another user's). A rule of
+    ``user`` stored but no longer valid here (its plug-in kind is not installed, say) raises
+    StoreError saying why, so a page answers with the reason instead of failing."""
+    body: Any = r.hget(keys.RULES, rule_id)
+    if not body or _stored_field(body, "user") != user:
+        return None
+    try:
+        return Rule.model_validate_json(body)
+    except ValidationError as exc:
+        raise StoreError(f"rule {rule_id!r} cannot be read here: "
+                         f"{describe_validation_error(exc)}") from None
 
 
 def _stored_id(body: str | bytes) -> str:
@@ -406,8 +425,11 @@ def _stored_id(body: str | bytes) -> str:
 
 
 def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:
-    rule = get_rule(r, rule_id)
-    if rule is None or (user is not None and rule.user != user):
+    """Remove a rule (of ``user`` when given). A stored rule that no longer validates (its
+    plug-in kind uninstalled) can be removed too: it is read without validating."""
+    body: Any = r.hget(keys.RULES, rule_id)
+    owner = _stored_field(body, "user") if body else ""
+    if not body or (user is not None and owner != user):
         raise StoreError(f"no rule {rule_id!r}")
     change = {"op": "rm", "id": rule_id}
     if bus.is_cluster(r):
@@ -415,11 +437,11 @@ def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:
         # leaves a rule that is still listed, and removing it again finishes the job.
         _append_change(r, change)
         r.hdel(keys.RULES, rule_id)
-        r.srem(keys.user_rules(rule.user), rule_id)
+        r.srem(keys.user_rules(owner), rule_id)
         return
     with r.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.RULES, rule_id)
-        pipe.srem(keys.user_rules(rule.user), rule_id)
+        pipe.srem(keys.user_rules(owner), rule_id)
         _append_change(pipe, change)
         pipe.execute()
 

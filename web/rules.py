@@ -43,10 +43,21 @@ def own_rule(r: redis.Redis, user: User, rule_id: str) -> Rule:
     """The user's rule with this id; NotFoundException for any other id."""
     if not RULE_ID_RE.match(rule_id):
         raise NotFoundException()
-    rule = store.get_rule(r, rule_id)
-    if rule is None or rule.user != user.name:
+    rule = store.get_user_rule(r, rule_id, user.name)
+    if rule is None:
         raise NotFoundException()
     return rule
+
+
+def delete_own_rule(r: redis.Redis, user: User, rule_id: str) -> None:
+    """Remove the user's rule, even one stored but no longer valid here (its plug-in kind
+    uninstalled, which ``own_rule`` reports); NotFoundException for any other id."""
+    if not RULE_ID_RE.match(rule_id):
+        raise NotFoundException()
+    try:
+        store.remove_rule(r, rule_id, user=user.name)
+    except store.StoreError:
+        raise NotFoundException() from None
 
 
 def save_rule(r: redis.Redis, user: User, data: dict[str, Any], *, rule_id: str | None = None,
@@ -228,11 +239,11 @@ def _change(r: redis.Redis, user: User, rule_id: str, op: str, htmx: bool,
             scan: int) -> Response[Any]:
     """Pause, resume or delete; htmx gets the row (nothing for a deleted rule) to swap in,
     a plain form goes back to the list."""
-    own_rule(r, user, rule_id)
     rule: Rule | None = None
     if op == "delete":
-        store.remove_rule(r, rule_id, user=user.name)
+        delete_own_rule(r, user, rule_id)
     else:
+        own_rule(r, user, rule_id)
         rule = store.set_rule_active(r, rule_id, op == "resume", user=user.name)
     if not htmx:
         return Redirect("/rules", status_code=HTTP_303_SEE_OTHER)

@@ -26,7 +26,7 @@ from litestar.types import ExceptionHandlersMap
 
 from proto import store
 from proto.rules import Rule, RuleError
-from web.rules import errors_of, own_rule, save_rule
+from web.rules import delete_own_rule, errors_of, own_rule, save_rule
 from web.views import User
 
 Frequency = Literal["once", "every", "once_per_bar"]
@@ -180,8 +180,7 @@ async def api_replace_rule(request: Request[User, Any, Any], rule_id: FromPath[s
 
 
 def _delete(r: redis.Redis, user: User, rule_id: str) -> None:
-    own_rule(r, user, rule_id)
-    store.remove_rule(r, rule_id, user=user.name)
+    delete_own_rule(r, user, rule_id)
 
 
 @delete("/api/rules/{rule_id:str}", responses=RESPONSES)

@@ -279,3 +279,28 @@ def test_signed_out_and_forged_requests(client: Client, users: dict[str, str],
                                          "params.level": "1", "channels": "default"},
                          headers=HTML, follow_redirects=False)
     assert forged.status_code == 403 and r.hlen(keys.RULES) == 0
+
+
+def test_a_rule_whose_kind_is_not_installed(client: Client, users: dict[str, str],
+                                            r: redis.Redis) -> None:
+    """A stored rule of a plug-in kind this server lacks: its owner is told why it cannot be
+    opened and can still delete it; anybody else still gets 404."""
+    load_instruments(r)
+    body = {"id": "r0badc0de", "user": "alice", "symbol": "NSE:INFY", "kind": "my_plugin",
+            "params": {}, "active": True}
+    r.hset(keys.RULES, "r0badc0de", orjson.dumps(body))
+    r.sadd(keys.user_rules("alice"), "r0badc0de")
+    sign_in(client, "bob", users["bob"])
+    assert client.get("/rules/r0badc0de/edit", headers=HTML).status_code == 404
+    assert post_form(client, "/rules/r0badc0de/delete", {}).status_code == 404
+    assert client.get("/api/rules/r0badc0de").status_code == 404
+    sign_in(client, "alice", users["alice"])
+    page = client.get("/rules/r0badc0de/edit", headers=HTML)
+    assert page.status_code == 400 and "my_plugin" in page.text, page.text[-2000:]
+    api = client.get("/api/rules/r0badc0de")
+    assert api.status_code == 400 and "unknown kind 'my_plugin'" in api.json()["detail"]
+    assert stored(r, "r0badc0de") is not None
+    response = post_form(client, "/rules/r0badc0de/delete", {})
+    assert (response.status_code, response.headers["location"]) == (303, "/rules")
+    assert stored(r, "r0badc0de") is None and r.smembers(keys.user_rules("alice")) == set()
+    assert changes(r) == [("rm", "r0badc0de")]
