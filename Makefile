@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install system-deps run test bench lint proto vendor clean
+.PHONY: install system-deps run test test-faults bench lint proto vendor clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -p no:valkey -q tests
+
+# The fault suite alone (`make test` runs it too): the whole system under kill -9 of each
+# process, a Redis restart, a dropped and a stalled feed, Redis refusing writes, a slow channel.
+test-faults: install
+	$(PY) -m pytest -p no:valkey -q tests/faults
 
 bench: install
 	$(PY) -m tests.bench
