@@ -257,8 +257,7 @@ class Shard:
         On a Redis error they stay queued and the next call writes them (every kind of
         write is idempotent)."""
         pipe = self.r.pipeline(transaction=False)
-        for alert in self._out_alerts:
-            bus.publish_alert_once(pipe, alert.id, alert.to_fields())
+        calls = bus.publish_alerts_once(pipe, [(a.id, a.to_fields()) for a in self._out_alerts])
         for sym, bar in self._out_bars:
             pipe.xadd(keys.bars(sym), bar.to_fields(), id=f"{bar.start}-0",  # type: ignore[arg-type]
                       maxlen=keys.BARS_MAXLEN, approximate=True)
@@ -269,13 +268,13 @@ class Shard:
         results = pipe.execute(raise_on_error=False)
         for n, result in enumerate(results):
             # A bar written before (its ticks reprocessed) is refused by its id: that is fine.
-            if isinstance(result, Exception) and not len(self._out_alerts) <= n < bars_end:
+            if isinstance(result, Exception) and not calls <= n < bars_end:
                 raise result
         for sym in quoted:  # written: a later tick of the symbol is in _latest, not here
             del self._quotes_due[sym]
-        written = [a for a, result in zip(self._out_alerts, results, strict=False) if result]
-        self.rt.stats.inc("alerts", len(written))
-        self.rt.stats.inc("duplicate_alerts", len(self._out_alerts) - len(written))
+        written = sum(1 for call in results[:calls] for entry_id in call if entry_id)
+        self.rt.stats.inc("alerts", written)
+        self.rt.stats.inc("duplicate_alerts", len(self._out_alerts) - written)
         retired = {a.rule for a in self._out_alerts if a.rule not in self.book.by_id}
         self._out_alerts = []
         self._out_bars = []

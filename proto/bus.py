@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 import redis
@@ -297,34 +297,67 @@ def publish(pipe: redis.client.Pipeline, stream: str, entries: Iterable[Fields],
 
 # Append an alert unless its id was appended before: a reprocessed tick (after a crash or a
 # claim) yields the same alert id, and must not make a second entry.
-_ALERT_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+# Append each alert unless its id was appended before: a reprocessed tick (after a crash or
+# a claim) yields the same alert id, and must not make a second entry. KEYS: the stream,
+# then one seen-marker per alert; ARGV: the marker's TTL, then per alert its field count
+# and its fields. Returns per alert the new entry's id, or false (written before).
+_ALERTS_ONCE = """
+local out = {}
+local a = 2
+for i = 2, #KEYS do
+  local n = tonumber(ARGV[a])
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    out[i - 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 1, a + n))
+  else
+    out[i - 1] = false
+  end
+  a = a + n + 1
 end
-return false
+return out
 """
+# Alerts per script call at most: one call runs in Redis without a break, so a burst of
+# alerts does not hold other clients up for longer than ~1 ms.
+ALERTS_PER_CALL = 100
+
+
+def publish_alerts_once(pipe: redis.client.Pipeline,
+                        alerts: Sequence[tuple[str, Fields]]) -> int:
+    """Queue once-only XADDs of alerts (id, fields) to ``sa:alerts`` on a pipeline, in script
+    calls of up to ``ALERTS_PER_CALL`` alerts; returns the number of calls queued. Each
+    call's result is a list with, per alert, its entry id or None (written before).
+
+    One call for many alerts: a call per alert cost the engine ~14 µs and Redis ~10 µs an
+    alert, one for 50 ~7 and ~8 (measured with 20k alerts on this machine). The script goes
+    by EVALSHA (the pipeline loads it when the server does not have it yet). A cluster
+    pipeline cannot load scripts first, and a node that restarted, failed over or joined has
+    an empty script cache: there it goes whole (EVAL; Redis caches it by its SHA, so it costs
+    only its ~400 bytes on the wire). All keys share the slot of ``sa:alerts``
+    (``keys.alert_seen``)."""
+    calls = 0
+    for start in range(0, len(alerts), ALERTS_PER_CALL):
+        alert_keys = [keys.ALERTS]
+        args: list[Any] = [keys.DELIVERY_TTL_S]
+        for alert_id, fields in alerts[start:start + ALERTS_PER_CALL]:
+            alert_keys.append(keys.alert_seen(alert_id))
+            args.append(2 * len(fields))
+            for kv in fields.items():
+                args.extend(kv)
+        if is_cluster(pipe):
+            # (redis-py's ClusterPipeline.eval() refuses; the command is routed by its keys)
+            pipe.execute_command("EVAL", _ALERTS_ONCE, len(alert_keys), *alert_keys, *args)
+        else:
+            _alerts_once(keys=alert_keys, args=args, client=pipe)
+        calls += 1
+    return calls
 
 
 def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Fields) -> None:
-    """Queue a once-only XADD of one alert to ``sa:alerts`` on a pipeline (EVALSHA; the
-    pipeline loads the script when the server does not have it yet).
-
-    A cluster pipeline cannot load scripts first, and a node that restarted, failed over or
-    joined has an empty script cache: there the script goes whole (EVAL; Redis caches it by
-    its SHA, so it costs only its ~200 bytes on the wire). Both keys share the slot of
-    ``sa:alerts`` (``keys.alert_seen``)."""
-    flat = [v for kv in fields.items() for v in kv]
-    alert_keys = [keys.ALERTS, keys.alert_seen(alert_id)]
-    if is_cluster(pipe):
-        # (redis-py's ClusterPipeline.eval() refuses; the command itself is routed by its keys)
-        pipe.execute_command("EVAL", _ALERT_ONCE, len(alert_keys), *alert_keys,
-                             keys.DELIVERY_TTL_S, *flat)
-        return
-    _alert_once(keys=alert_keys, args=[keys.DELIVERY_TTL_S, *flat], client=pipe)
+    """``publish_alerts_once`` of one alert (its result: a list of one)."""
+    publish_alerts_once(pipe, [(alert_id, fields)])
 
 
 # Given as bytes, the script needs no client to hash it; each call names its pipeline.
-_alert_once = Script(None, _ALERT_ONCE.encode())  # type: ignore[arg-type]
+_alerts_once = Script(None, _ALERTS_ONCE.encode())  # type: ignore[arg-type]
 
 
 def flatten(reply: list | dict | None) -> list[Entry]:
