@@ -195,8 +195,9 @@ class SessionOrTokenMiddleware(JWTCookieAuthenticationMiddleware):
 
 @dataclass
 class SessionOrTokenAuth(JWTCookieAuth[User, Token]):
-    """The session cookie auth with API tokens accepted on ``/api/``, documented as two
-    alternative OpenAPI security schemes."""
+    """The session cookie auth with API tokens accepted on ``/api/``. OpenAPI names the
+    token as the API's security requirement (scripts use it); the cookie is described beside
+    it, for the pages' own calls."""
 
     authentication_middleware_class: type[JWTCookieAuthenticationMiddleware] = field(
         default=SessionOrTokenMiddleware)
