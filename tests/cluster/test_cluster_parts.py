@@ -10,6 +10,7 @@ import time
 
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
 from engine.checkpointer import Checkpointer, client_like
@@ -54,6 +55,8 @@ def test_a_cluster_has_only_database_0() -> None:
 def test_an_unreachable_cluster_fails_at_check_not_at_connect() -> None:
     url = "redis+cluster://127.0.0.1:1/0"
     r = bus.connect(url)  # nothing sent yet
+    assert isinstance(r, redis.Redis) and bus.is_cluster(r)  # what the processes are typed for
+    assert isinstance(bus.aconnect(url), aredis.Redis)
     with pytest.raises(bus.RedisUnavailable, match=r"cannot reach Redis at redis\+cluster://"):
         bus.check(r, url)
     r.close()
