@@ -35,6 +35,9 @@ USERS = "sa:users"
 RULES = "sa:rules"
 INSTRUMENTS = "sa:instruments"  # hash: symbol -> JSON {"tok", "src", "name"}
 QUOTES = "sa:quotes"  # hash: symbol -> JSON latest quote (proto.events.quote_json)
+# Litestar RedisStore namespaces of the web's rate limits (sign-in and password-change posts
+# per client address and minute): sa:limits:{store}:{key}
+RATE_LIMITS = "sa:limits"
 JWT_SECRET = "sa:secret:jwt"  # generated once when no JWT_SECRET is configured
 
 # Stream trimming

@@ -18,8 +18,10 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
+from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 
+from proto import keys
 from proto.bus import aconnect, connect
 from proto.runtime import Stats, heartbeat_loop
 from web import (
@@ -83,6 +85,7 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
     secret = jwt_secret(settings, wait_s=secret_wait_s)
     sessions = Sessions(settings, secret)
     stats = Stats(PROCESS)
+    limits = aconnect(settings.redis_url)  # the rate limits' store (below)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -104,6 +107,7 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
                         task.cancel()
         finally:
             await ar.aclose()
+            await limits.aclose()
             r.close()
 
     return Litestar(
@@ -134,6 +138,9 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
         },
+        # The rate limits count in Redis: shared by every web process, kept across restarts.
+        stores={name: RedisStore(limits, namespace=f"{keys.RATE_LIMITS}:{name}")
+                for name in (pages.LOGIN_ATTEMPTS, settings_page.PASSWORD_CHANGES)},
         middleware=[
             pages.login_rate_limit(settings.login_attempts_per_minute).middleware,
             settings_page.password_rate_limit().middleware,

@@ -51,10 +51,13 @@ def _is_sign_in(request: Request[Any, Any, Any]) -> bool:
     return request.method == "POST" and request.url.path == "/login"
 
 
+LOGIN_ATTEMPTS = "login_attempts"  # the rate limit's store (a RedisStore: web.app)
+
+
 def login_rate_limit(attempts_per_minute: int) -> RateLimitConfig:
     """Counts sign-in posts only, in a store of their own (the middleware keys by client
     address alone, so any other limit must not share it)."""
-    return RateLimitConfig(rate_limit=("minute", attempts_per_minute), store="login_attempts",
+    return RateLimitConfig(rate_limit=("minute", attempts_per_minute), store=LOGIN_ATTEMPTS,
                            check_throttle_handler=_is_sign_in)
 
 

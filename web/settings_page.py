@@ -83,10 +83,13 @@ def _is_password_change(request: Request[Any, Any, Any]) -> bool:
     return request.method == "POST" and request.url.path == "/settings/password"
 
 
+PASSWORD_CHANGES = "password_changes"  # the rate limit's store (a RedisStore: web.app)
+
+
 def password_rate_limit() -> RateLimitConfig:
     """Counts password-change posts only, in a store of their own (see login_rate_limit)."""
     return RateLimitConfig(rate_limit=("minute", PASSWORD_CHANGES_PER_MINUTE),
-                           store="password_changes", check_throttle_handler=_is_password_change)
+                           store=PASSWORD_CHANGES, check_throttle_handler=_is_password_change)
 
 
 def clean_tag(tag: str) -> str:

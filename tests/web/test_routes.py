@@ -220,6 +220,10 @@ def test_sign_in_attempts_are_rate_limited(redis_url: str, r: redis.Redis) -> No
         assert [login(client, "alice", "wrong-password").status_code for _ in range(3)] == [
             401, 401, 429]
         assert client.get("/login").status_code == 200
+    # The count lives in Redis: another web process (or a restarted one) refuses too.
+    assert r.keys(f"{keys.RATE_LIMITS}:login_attempts:*")
+    with TestClient(app=create_app(settings)) as client:
+        assert login(client, "alice", "wrong-password").status_code == 429
 
 
 def test_alert_text_is_escaped(client: TestClient[Any], users: dict, r: redis.Redis) -> None:
