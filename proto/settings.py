@@ -7,10 +7,11 @@ from __future__ import annotations
 import sys
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings as _PydanticBaseSettings
 from pydantic_settings import SettingsConfigDict
 
+from proto import bus
 from proto.rules import describe_validation_error
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -26,6 +27,13 @@ class BaseSettings(_PydanticBaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     log_level: str = "INFO"
     stats_interval_s: float = 10.0
+
+    @field_validator("redis_url", check_fields=False)
+    @classmethod
+    def _cluster_url_names_db_0(cls, url: str | None) -> str | None:
+        if url is not None:
+            bus.cluster_url(url)  # ValueError when a redis+cluster:// URL names another db
+        return url
 
 
 S = TypeVar("S", bound=BaseSettings)

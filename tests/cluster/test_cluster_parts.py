@@ -15,7 +15,7 @@ import redis.asyncio as aredis
 from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
 from engine.checkpointer import Checkpointer, client_like
 from ingest.writer import TickWriter
-from proto import bus, keys, store
+from proto import bus, keys, settings, store
 from proto.events import Tick, decode_ticks
 from proto.rules import Rule
 from proto.runtime import Stats
@@ -50,6 +50,15 @@ def test_a_cluster_has_only_database_0() -> None:
     with pytest.raises(ValueError, match=r"only database 0, not '2'") as info:
         bus.connect("redis+cluster://:secret@node-0:6379/2")
     assert "secret" not in str(info.value)
+
+
+def test_a_cluster_url_naming_another_database_is_a_configuration_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORMALERT_REDIS_URL", "redis+cluster://:secret@node-0:6379/1")
+    with pytest.raises(SystemExit) as exited:
+        settings.load(settings.BaseSettings)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "only database 0, not '1'" in err and "secret" not in err
 
 
 def test_an_unreachable_cluster_fails_at_check_not_at_connect() -> None:
