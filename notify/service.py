@@ -55,6 +55,7 @@ class Notifier:
         self.held: set[str] = set()  # entry ids read or claimed and not yet finished
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        self._slow: set[str] = set()  # entries in the slow lane: they hold no slot
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._redis_failures = 0
@@ -152,6 +153,8 @@ class Notifier:
 
     async def _handle(self, eid: str, fields: Fields) -> None:
         """The per-message boundary: logs and contains everything except cancellation."""
+        slow_lane = asyncio.get_running_loop().call_later(
+            self.s.notify_slow_after_s, self._to_slow_lane, eid)
         try:
             try:
                 alert = Alert.from_fields(fields)
@@ -183,9 +186,25 @@ class Notifier:
             log.exception("entry %s: unexpected error", eid)
             await self._poison(eid, fields, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            slow_lane.cancel()
             self.held.discard(eid)
             self.stats.gauges["in_flight"] = len(self.held)
+            if eid in self._slow:
+                self._slow.discard(eid)
+                self.stats.gauges["slow_lane"] = len(self._slow)
+            else:
+                self._slots.release()
+
+    def _to_slow_lane(self, eid: str) -> None:
+        """An alert still being delivered after notify_slow_after_s (a channel answering
+        slowly, or retrying after a failure) gives its slot back, so it does not hold up the
+        alerts behind it: with slots only, a channel taking 10 s a send and more alerts
+        than slots in 10 s stopped every other user's alerts. It goes on in the background
+        (still held and kept from other notifiers' claims); at most notify_slow_lane do."""
+        if eid in self.held and len(self._slow) < self.s.notify_slow_lane:
+            self._slow.add(eid)
             self._slots.release()
+            self.stats.gauges["slow_lane"] = len(self._slow)
 
     async def _decide_and_deliver(self, eid: str, alert: Alert) -> bool:
         """Fold or deliver, then ack; False when a channel's delivery could not be recorded
@@ -213,7 +232,7 @@ class Notifier:
     # Housekeeping -------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        return self.s.notify_concurrency - len(self._running)
+        return self.s.notify_concurrency - len(self._running) + len(self._slow)
 
     async def _wait_for_slot(self) -> None:
         # Bounded wait so a stop request is noticed while every slot is busy.

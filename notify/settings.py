@@ -16,6 +16,11 @@ class NotifySettings(BaseSettings):
     notify_consumer: str = Field(default="notify-1", min_length=1, max_length=64)
     # Alerts being delivered at once; channels of one alert are always sent concurrently.
     notify_concurrency: int = Field(default=64, ge=1, le=10_000)
+    # An alert still being delivered after this long (a slow or failing channel) frees its
+    # place among the notify_concurrency, so the alerts behind it are not held up; at most
+    # notify_slow_lane alerts are delivered so at once.
+    notify_slow_after_s: float = Field(default=0.5, gt=0)
+    notify_slow_lane: int = Field(default=1000, ge=0, le=1_000_000)
     # Threads running apprise's blocking sends (one per channel send in progress).
     notify_send_threads: int = Field(default=64, ge=1, le=1024)
     notify_max_tries: int = Field(default=5, ge=1, le=100)

@@ -97,8 +97,13 @@ def serving_webhook() -> Iterator[Webhook]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        # socketserver's backlog of 5 drops the SYNs of a burst of new connections, which
+        # then arrive over seconds of TCP retransmits instead of at once.
+        request_queue_size = 256
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
     hook.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="webhook", daemon=True)
     thread.start()
