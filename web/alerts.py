@@ -80,8 +80,8 @@ async def recent_alerts(ar: aredis.Redis, user: User, *, limit: int,
     return found, cursor
 
 
-async def read_after(ar: aredis.Redis, cursor: str, *, block_ms: int,
+async def read_after(ar: aredis.Redis, cursor: str, *, block_ms: int | None,
                      count: int = 200) -> list[Entry]:
-    """Entries after ``cursor``, waiting up to ``block_ms`` for the first one."""
+    """Entries after ``cursor``, waiting up to ``block_ms`` for the first one (None: not)."""
     reply: Any = await ar.xread({keys.ALERTS: cursor}, count=count, block=block_ms)
     return bus.flatten(reply)

@@ -23,7 +23,7 @@ from proto import keys
 from proto.runtime import Stats
 from web import history
 from web.alerts import latest_id, valid_entry_id
-from web.live import Drain, QuoteBoard, StreamTiming, live_events
+from web.live import AlertHub, Drain, QuoteBoard, StreamTiming, live_events
 from web.settings import WebSettings
 from web.views import User
 
@@ -87,6 +87,7 @@ async def events(
     request: Request[User, Any, Any],
     ar: NamedDependency[aredis.Redis],
     board: NamedDependency[QuoteBoard],
+    hub: NamedDependency[AlertHub],
     stats: NamedDependency[Stats],
     settings: NamedDependency[WebSettings],
     drain: NamedDependency[Drain],
@@ -101,5 +102,5 @@ async def events(
               or valid_entry_id(since) or await latest_id(ar))
     timing = StreamTiming(settings.quotes_interval_s, settings.heartbeat_interval_s)
     symbols = None if syms is None else frozenset(s.strip() for s in syms.split(",") if s.strip())
-    return ServerSentEvent(live_events(ar, board, request.user, cursor, timing, stats, drain,
+    return ServerSentEvent(live_events(ar, board, hub, request.user, cursor, timing, stats, drain,
                                        symbols))

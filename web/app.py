@@ -42,7 +42,7 @@ from web import (
     watchlist,
 )
 from web.errors import EXCEPTION_HANDLERS
-from web.live import Drain, QuoteBoard
+from web.live import AlertHub, Drain, QuoteBoard
 from web.session import Sessions, derived_secret, jwt_secret
 from web.settings import WebSettings
 from web.tokens import CSRFUnlessToken
@@ -76,6 +76,10 @@ def _board(state: State) -> QuoteBoard:
     return state.board
 
 
+def _hub(state: State) -> AlertHub:
+    return state.hub
+
+
 def create_app(settings: WebSettings, *, drain: Drain | None = None,
                secret_wait_s: float = 0.0) -> Litestar:
     """The app. Without a configured JWT secret, reads (or creates) the shared one in Redis
@@ -92,11 +96,13 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
         ar = aconnect(settings.redis_url)
         r = connect(settings.redis_url)
         board = QuoteBoard(ar, settings.quotes_interval_s)
-        app.state.update({"ar": ar, "r": r, "board": board})
+        hub = AlertHub(ar)
+        app.state.update({"ar": ar, "r": r, "board": board, "hub": hub})
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(board.run(), name="web-quotes"),
+                    tg.create_task(hub.run(), name="web-alerts"),
                     tg.create_task(heartbeat_loop(PROCESS, ar, stats, settings.stats_interval_s),
                                    name="web-heartbeat"),
                 ]
@@ -133,6 +139,7 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             "ar": Provide(_ar, sync_to_thread=False),
             "r": Provide(_r, sync_to_thread=False),
             "board": Provide(_board, sync_to_thread=False),
+            "hub": Provide(_hub, sync_to_thread=False),
             "stats": Provide(lambda: stats, sync_to_thread=False, use_cache=True),
             "drain": Provide(lambda: drain, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),

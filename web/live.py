@@ -1,34 +1,122 @@
 """The live stream behind ``/events``: new alerts the moment they are written, changed
 quotes about once a second, and a heartbeat comment when the stream is otherwise quiet.
 
-One ``QuoteBoard`` task polls ``sa:quotes`` for every connection; each connection tails
-``sa:alerts`` itself with XREAD BLOCK from its own cursor, so a browser that reconnects with
-``Last-Event-ID`` resumes exactly after the last entry it was told about.
+One ``QuoteBoard`` task polls ``sa:quotes`` for every connection, and one ``AlertHub`` task
+tails ``sa:alerts`` (XREAD BLOCK) for every connection: each connection takes the entries
+after its own cursor from the hub's recent entries, so a browser that reconnects with
+``Last-Event-ID`` resumes exactly after the last entry it was told about. A cursor older
+than the hub's recent entries (a long disconnection) catches up by its own reads first.
+Before the hub, every connection held a blocking read and a Redis connection of its own:
+with 200 streams the pool ran out and streams waited for their turn (or gave up with 503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import redis
 import redis.asyncio as aredis
 from litestar.response import ServerSentEventMessage
 
-from proto import keys
+from proto import bus, keys
 from proto.runtime import Stats
-from web.alerts import Entry, read_after, visible_view
+from web.alerts import START_ID, Entry, read_after, visible_view
 from web.views import User, quote_views
 
 log = logging.getLogger("stormalert.web")
 
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 REDIS_RETRY_S = 1.0
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class AlertHub:
+    """The newest ``sa:alerts`` entries, read by one task for every connection.
+
+    It holds every entry after ``base`` (the stream's last id when it started, later the
+    last entry it dropped); a connection whose cursor is at or after ``base`` takes its
+    entries from here and waits for the next ones on one shared wake-up.
+    """
+
+    READ_COUNT = 500
+
+    def __init__(self, ar: aredis.Redis, keep: int = 2000, block_ms: int = 5000) -> None:
+        self._ar = ar
+        self._keep = keep
+        self._block_ms = block_ms
+        self.base: tuple[int, int] | None = None  # None: not started yet
+        self.redis_ok = True
+        self._entries: list[Entry] = []
+        self._keys: list[tuple[int, int]] = []
+        self._wake = asyncio.Event()
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    def _set_ok(self, ok: bool) -> None:
+        if ok != self.redis_ok:
+            self.redis_ok = ok
+            self._notify()
+
+    async def run(self) -> None:
+        """Tail the stream until cancelled; an outage is logged once and retried."""
+        cursor: str | None = None
+        while True:
+            try:
+                if cursor is None:
+                    last: Any = await self._ar.xrevrange(keys.ALERTS, count=1)
+                    cursor = last[0][0] if last else "0-0"
+                    self.base = _id_key(cursor)
+                reply = await self._ar.xread({keys.ALERTS: cursor}, count=self.READ_COUNT,
+                                             block=self._block_ms)
+            except (redis.RedisError, OSError) as exc:
+                if self.redis_ok:
+                    log.warning("alerts: cannot read from Redis: %s", exc)
+                self._set_ok(False)
+                await asyncio.sleep(REDIS_RETRY_S)
+                continue
+            self._set_ok(True)
+            entries = bus.flatten(reply)  # type: ignore[arg-type]
+            if not entries:
+                continue
+            cursor = entries[-1][0]
+            self._entries.extend(entries)
+            self._keys.extend(_id_key(e[0]) for e in entries)
+            if len(self._entries) > 2 * self._keep:
+                drop = len(self._entries) - self._keep
+                self.base = self._keys[drop - 1]
+                del self._entries[:drop], self._keys[:drop]
+            self._notify()
+
+    def covers(self, cursor: str) -> bool:
+        """Whether every entry after ``cursor`` is (or will be) in the hub. Not the start of
+        an empty stream: a stream deleted and made again (say by FLUSHALL) starts over, and
+        the hub may still hold entries of the old one."""
+        return (self.base is not None and cursor != START_ID
+                and _id_key(cursor) >= self.base)
+
+    def after(self, cursor: str) -> list[Entry]:
+        """The hub's entries after ``cursor`` (which it covers)."""
+        start = bisect_right(self._keys, _id_key(cursor))
+        return self._entries[start:start + self.READ_COUNT]
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until new entries or a change of Redis's state, or ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
 
 
 class QuoteBoard:
@@ -114,8 +202,8 @@ class StreamState:
         return messages
 
 
-async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: str,
-                      timing: StreamTiming, stats: Stats,
+async def live_events(ar: aredis.Redis, board: QuoteBoard, hub: AlertHub, user: User,
+                      cursor: str, timing: StreamTiming, stats: Stats,
                       drain: Drain, symbols: frozenset[str] | None = None,
                       ) -> AsyncIterator[ServerSentEventMessage]:
     """Server-sent events for one browser, starting after alert entry ``cursor``; quotes of
@@ -135,22 +223,27 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, user: User, cursor: s
                 for message in state.quote_messages(board.quotes):
                     yield message
                     wrote = True
-            try:
-                block_ms = max(1, int((next_quotes - time.monotonic()) * 1000))
-                entries = await read_after(ar, state.cursor, block_ms=block_ms)
-            except (redis.RedisError, OSError) as exc:
-                entries = []
-                if redis_ok:
+            ok = hub.redis_ok
+            entries: list[Entry] = []
+            covered = hub.covers(state.cursor)
+            if ok and not covered:  # behind the hub (or it has not started): catch up
+                try:
+                    entries = await read_after(ar, state.cursor, block_ms=None)
+                except (redis.RedisError, OSError) as exc:
                     log.warning("alerts: cannot read from Redis: %s", exc)
-                    yield _message("status", {"redis": "down"})
-                    wrote = True
-                redis_ok = False
-                await asyncio.sleep(REDIS_RETRY_S)
-            else:
-                if not redis_ok:
-                    yield _message("status", {"redis": "ok"})
-                    wrote = True
-                redis_ok = True
+                    ok = False
+            if ok and not entries:
+                entries = hub.after(state.cursor) if covered else []
+                if not entries:
+                    await hub.wait(max(0.001, next_quotes - time.monotonic()))
+                    ok = hub.redis_ok
+                    entries = hub.after(state.cursor) if ok and covered else []
+            if ok != redis_ok:
+                yield _message("status", {"redis": "ok" if ok else "down"})
+                wrote = True
+                redis_ok = ok
+            if not ok:
+                await asyncio.sleep(min(REDIS_RETRY_S, max(0.0, next_quotes - time.monotonic())))
             for message in state.alert_messages(entries):
                 yield message
                 wrote = True
