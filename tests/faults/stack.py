@@ -32,7 +32,7 @@ from tests.helpers import alive, children, spawn, stop, wait_for
 from tests.webhook import Webhook
 
 SHARDS = 2
-PROCESSES = ("ingest-sim", "engine-0", "engine-1", "notify", "web")  # heartbeat names
+PROCESSES = ("ingest-sim", "engine-0", "engine-1", "notify", "web", "backtest")  # heartbeats
 SYMBOLS = ("NSE:INFY", "NSE:RELIANCE", "NSE:TCS", "NSE:NIFTY 50")  # shard 0, 1, 1, 1
 PASSWORD = "correct horse battery"
 HEALTHY_WITHIN_S = 5.0
@@ -222,6 +222,8 @@ def child_name(argv: list[bytes]) -> str | None:
     module, rest = args[args.index("-m") + 1], args[args.index("-m") + 2:]
     if module == "ingest.sim":
         return "sim"
+    if module == "engine.backtest":
+        return "backtest"
     if module == "engine":
         return f"engine-{rest[rest.index('--shard') + 1]}"
     if module == "ingest":

@@ -103,7 +103,7 @@ def kill_and_wait(stack: Stack, name: str) -> float:
     return stack.wait_healthy(since, frozenset({old}))
 
 
-@pytest.mark.parametrize("process", ["ingest-sim", "engine-1", "web"])
+@pytest.mark.parametrize("process", ["ingest-sim", "engine-1", "web", "backtest"])
 def test_kill_9_and_supervisor_restart(run: Run, process: str) -> None:
     check(run.scenario(f"kill -9 {process}", lambda: kill_and_wait(run.stack, process)),
           killed=process)
