@@ -26,7 +26,7 @@ import redis
 import redis.asyncio as aredis
 from litestar.response import ServerSentEventMessage
 
-from proto import bus, keys
+from proto import bus, keys, store
 from proto.runtime import Stats
 from web.alerts import START_ID, Entry, read_after, visible_view
 from web.views import User, quote_views
@@ -40,6 +40,21 @@ REDIS_RETRY_S = 1.0
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+# How soon at most a stream ends after its user is disabled or their sessions are ended
+# (sooner with a shorter heartbeat interval).
+SESSION_CHECK_S = 5.0
+
+
+async def _session_goes_on(ar: aredis.Redis, user: User, started_s: float) -> bool:
+    """False once the user is gone or disabled, or their sessions were ended (a password
+    reset) after this stream started; True when Redis cannot tell (an outage)."""
+    try:
+        record = cast(dict[str, str], await ar.hgetall(keys.user(user.name)))
+    except (redis.RedisError, OSError):
+        return True
+    return bool(record) and store.session_valid(record, started_s)
 
 
 class AlertHub:
@@ -215,9 +230,17 @@ async def live_events(ar: aredis.Redis, board: QuoteBoard, hub: AlertHub, user: 
     last_write = time.monotonic()
     stats.inc("sse_connects")
     stats.gauges["sse_open"] = stats.gauges.get("sse_open", 0) + 1
+    started_s = time.time()
+    session_check_s = min(SESSION_CHECK_S, timing.heartbeat_interval_s)
+    next_session_check = time.monotonic() + session_check_s
     try:
         while not drain.requested:
             wrote = False
+            if time.monotonic() >= next_session_check:
+                next_session_check = time.monotonic() + session_check_s
+                if not await _session_goes_on(ar, user, started_s):
+                    yield _message("status", {"session": "ended"})
+                    return  # the browser reconnects, is refused and signs in again
             if time.monotonic() >= next_quotes:
                 next_quotes = time.monotonic() + timing.quotes_interval_s
                 for message in state.quote_messages(board.quotes):

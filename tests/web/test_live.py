@@ -133,3 +133,16 @@ def test_server_stops_promptly_with_an_open_stream(redis_url: str, r: redis.Redi
         assert "stopped by SIGTERM" in output and "Traceback" not in output, output
     finally:
         server.kill()
+
+
+def test_a_disabled_users_stream_ends(alice: httpx.Client, r: redis.Redis) -> None:
+    """Disabling a user (or resetting their password) ends their open streams within a
+    heartbeat interval (0.5 s here); the reconnection is refused."""
+    from proto import store
+
+    with stream(alice) as events:
+        store.set_disabled(r, "alice", True)
+        event = next_event(events, "status")
+        assert orjson.loads(event.data) == {"session": "ended"}
+        assert next(events, None) is None  # the server closed the stream
+    assert alice.get("/events").status_code == 401
