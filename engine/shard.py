@@ -45,6 +45,10 @@ QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a
 # the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms; while
 # quotes are due the loop's read does not block, so the chunks follow each other when idle.
 QUOTES_PER_FLUSH = 100
+# Redis errors a shard waits out (retrying each second) rather than exits on: no server, a
+# server loading its data, a cluster without a quorum or moving a slot.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+             redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
 
 
 class EngineSettings(BaseSettings):
@@ -373,7 +377,7 @@ class Shard:
                                              block_ms=block_ms)
                     if entries:
                         self.process(entries)
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                except TRANSIENT as exc:
                     log.warning("redis unavailable (%s); retrying in 1 s", exc)
                     self.rt.stats.inc("redis_errors")
                     time.sleep(1.0)
