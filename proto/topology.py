@@ -25,8 +25,12 @@ def agree(r: redis.Redis, shards: int) -> None:
     """Record ``shards`` when no count is recorded yet, else check it is the recorded one."""
     if shards < 1:
         raise ShardCountMismatch(f"the shard count must be at least 1, not {shards}")
-    r.set(keys.SHARDS, shards, nx=True)
     stored = stored_shards(r)
+    if stored is None:
+        # Only then a write: a process restarting while Redis refuses writes (maxmemory)
+        # can still check the recorded count.
+        r.set(keys.SHARDS, shards, nx=True)
+        stored = stored_shards(r)
     if stored is not None and stored != shards:
         raise ShardCountMismatch(
             f"configured for {shards} engine shards but Redis records {stored} ({keys.SHARDS}):"
