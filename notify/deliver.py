@@ -239,17 +239,18 @@ class Deliverer:
         at = now_us()
         latency_ms = round((at - alert.at) / 1000, 1)
         record = Record("sent", attempts, latency_ms=latency_ms, at=at)
-        # The message is out: a Redis hiccup now must not leave the record pending, or the
-        # channel would be sent again. Keep trying while our lease still covers it.
-        give_up_at = started + self._lease_ms / 1000 - 0.5
+        # The message is out: a Redis outage now must not leave the record pending, or the
+        # channel would be sent again. Keep trying, however long Redis is down or refuses
+        # writes (maxmemory): given up, the alert is delivered again and the channel gets it
+        # twice for certain. Past our lease another notifier may take the channel if it can
+        # write where we cannot (a partition); giving up would not prevent that either.
+        # (Only a stop, which cancels this, leaves the record pending.)
         for failures in itertools.count(1):
             try:
                 winner = await self.records.write(alert.id, channel.id, record)
                 break
             except TRANSIENT as exc:
                 pause_s = backoff_s(failures, 0.05, 1.0, self._rand())
-                if time.monotonic() + pause_s > give_up_at:
-                    raise
                 log.warning("alert %s %s: sent, recording it failed (%s), again in %.2fs",
                             alert.id, channel.label(), exc, pause_s)
                 await asyncio.sleep(pause_s)
