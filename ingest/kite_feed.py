@@ -53,12 +53,12 @@ def socket_url(ws_url: str, api_key: str, access_token: str) -> str:
 class KiteConnection(FeedConnection):
     """One ticker WebSocket carrying up to 3000 tokens; ``run`` keeps it up until cancelled."""
 
-    def __init__(self, name: str, ws_url: str, api_key: str, subscriptions: Mapping[int, str],
+    def __init__(self, name: str, ws_url: str, subscriptions: Mapping[int, str],
                  symbols: Mapping[int, str], writer: TickWriter, stats: Stats,
                  tokens: AccessTokens, status: FeedStatus, policy: ConnectionPolicy) -> None:
+        """The app key to connect with comes with each token (``AccessToken.api_key``)."""
         super().__init__(name, writer, stats, tokens, status, policy)
         self._url = ws_url
-        self._api_key = api_key
         self._subs = dict(subscriptions)
         self._symbols = symbols
 
@@ -78,7 +78,7 @@ class KiteConnection(FeedConnection):
             deadline = loop.time() + max(token.expires_at - time.time(), 0.0)
         try:
             async with asyncio.timeout_at(deadline) as window:
-                async with connect(socket_url(self._url, self._api_key, token.value),
+                async with connect(socket_url(self._url, token.api_key, token.value),
                                    open_timeout=self._policy.connect_timeout_s, ping_interval=None,
                                    max_size=2**22, close_timeout=2, logger=ws_log,
                                    additional_headers={"X-Kite-Version": "3"},

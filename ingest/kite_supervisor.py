@@ -40,7 +40,7 @@ class KiteFeed(FeedSupervisor[KitePlan]):
         self._api_key, configured = settings.credentials()
         expiry = settings.kite_token_expiry if settings.feed == "kite" else None
         self.tokens = AccessTokens(r, configured, self.status, poll_s=settings.kite_token_poll_s,
-                                   expiry=expiry, clock=clock)
+                                   expiry=expiry, clock=clock, app_key=self._api_key)
         self._symbols: dict[int, str] = {}
         self._slots: list[dict[int, str]] = []  # token -> mode of each connection
 
@@ -78,7 +78,7 @@ class KiteFeed(FeedSupervisor[KitePlan]):
 
     def _connection(self, n: int, subscriptions: dict[int, str]) -> KiteConnection:
         s = self._settings
-        return KiteConnection(f"kite-{n}", s.ws_url(), self._api_key, subscriptions, self._symbols,
+        return KiteConnection(f"kite-{n}", s.ws_url(), subscriptions, self._symbols,
                               self._writer, self._stats, self.tokens, self.status,
                               s.connection_policy())
 
@@ -90,7 +90,7 @@ class KiteFeed(FeedSupervisor[KitePlan]):
             while True:
                 token = await self.tokens.usable()
                 try:
-                    return await asyncio.to_thread(master.fetch_kite, api_url, self._api_key,
+                    return await asyncio.to_thread(master.fetch_kite, api_url, token.api_key,
                                                    token.value)
                 except master.TokenRefused as exc:
                     await self.tokens.refuse(token, str(exc))

@@ -86,9 +86,10 @@ class IngestSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> IngestSettings:
-        if self.feed == "kite" and not self.kite_api_key:
-            raise ValueError("feed kite needs KITE_API_KEY (the access token comes from the "
-                             "dashboard's login or STORMALERT_KITE_ACCESS_TOKEN)")
+        if self.feed == "kite" and self.kite_access_token.get_secret_value() \
+                and not self.kite_api_key:
+            raise ValueError("STORMALERT_KITE_ACCESS_TOKEN needs KITE_API_KEY, the app it "
+                             "was issued for (a login through the dashboard brings its own)")
         return self
 
     def connection_policy(self) -> ConnectionPolicy:

@@ -35,25 +35,39 @@ class AccessToken:
     value: str = field(repr=False)
     source: str  # "redis" or "config"
     expires_at: float | None  # epoch s, None when this feed has no daily expiry
+    api_key: str = ""  # the Kite app it was issued for, when the login said; else configured
 
 
 def read_stored(raw: str | bytes | None) -> str:
     """The token in the Redis value: a plain string, or JSON with ``access_token``."""
+    return read_stored_record(raw)[0]
+
+
+def read_stored_record(raw: str | bytes | None) -> tuple[str, str]:
+    """(token, api_key) from the Redis value: a plain string (no key), or JSON with
+    ``access_token`` and, from the dashboard's Kite login, the ``api_key`` it was issued for."""
     text = (raw.decode() if isinstance(raw, bytes) else raw or "").strip()
-    if text.startswith("{"):
-        try:
-            value = orjson.loads(text).get("access_token", "")
-        except (orjson.JSONDecodeError, AttributeError):
-            return ""
-        return value.strip() if isinstance(value, str) else ""
-    return text
+    if not text.startswith("{"):
+        return text, ""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "", ""
+    if not isinstance(record, dict):
+        return "", ""
+    value, key = record.get("access_token", ""), record.get("api_key", "")
+    return (value.strip() if isinstance(value, str) else "",
+            key.strip() if isinstance(key, str) else "")
 
 
 class AccessTokens:
     def __init__(self, r: aredis.Redis, configured: str, status: FeedStatus, *,
                  poll_s: float, expiry: time_of_day | None, feed: str = KITE,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, app_key: str | None = None) -> None:
+        """``app_key``: for a feed that connects as an app (Kite), the configured app key
+        ("" when none is): a token with neither its own key nor this one is not usable."""
         self._r = r
+        self._app_key = app_key
         self._key = keys.feed_token(feed)
         self._no_token = f"no access token: log in to {feed.capitalize()} through the dashboard"
         self._configured = configured
@@ -87,9 +101,10 @@ class AccessTokens:
         await self.refuse(token, f"access token expired at {when} (daily expiry)")
 
     async def _pick(self) -> AccessToken | None:
-        stored = await self._stored()
+        stored, stored_key = await self._stored()
         now = self._clock()
-        for value, source in ((stored, "redis"), (self._configured, "config")):
+        for value, source, api_key in ((stored, "redis", stored_key),
+                                       (self._configured, "config", "")):
             if not value or value in self._refused:
                 continue
             expires_at = None
@@ -99,7 +114,12 @@ class AccessTokens:
                 if expires_at <= now:
                     self._refused[value] = f"{source} token expired at {ist_text(expires_at)}"
                     continue
-            return AccessToken(value, source, expires_at)
+            if self._app_key is not None and not (api_key or self._app_key):
+                self._refused[value] = (f"{source} token: no Kite API key to connect with "
+                                        "(log in through the dashboard, which stores the "
+                                        "app's key with the token, or set KITE_API_KEY)")
+                continue
+            return AccessToken(value, source, expires_at, api_key or self._app_key or "")
         await self._status.needs_login(self._why())
         return None
 
@@ -110,12 +130,12 @@ class AccessTokens:
                 return self._refused[value]
         return self._no_token
 
-    async def _stored(self) -> str:
+    async def _stored(self) -> tuple[str, str]:
         try:
-            stored = read_stored(await self._r.get(self._key))
+            stored, api_key = read_stored_record(await self._r.get(self._key))
         except redis.RedisError as exc:
             log.warning("could not read the stored access token: %s", exc)
-            return ""
+            return "", ""
         if stored:
             self._last_stored = stored
-        return stored
+        return stored, api_key

@@ -125,12 +125,17 @@ def next_expiry(now_s: float, at: time_of_day) -> float:
     return due.timestamp()
 
 
-def store_token(r: redis.Redis, feed: str, access_token: str, user_id: str, by: str) -> float:
-    """Store the access token where ingest reads it; returns when it expires (epoch s)."""
+def store_token(r: redis.Redis, feed: str, access_token: str, user_id: str, by: str,
+                api_key: str = "") -> float:
+    """Store the access token where ingest reads it; returns when it expires (epoch s).
+    ``api_key``: the Kite app the token was issued for, which ingest must connect with (an
+    app's identifier, in every login URL: not a secret)."""
     now = time.time()
     expires_at = next_expiry(now, EXPIRY[feed])
     record = {"access_token": access_token, "user_id": user_id, "stored_at": int(now),
               "expires_at": int(expires_at), "by": by}
+    if api_key:
+        record["api_key"] = api_key
     r.set(keys.feed_token(feed), orjson.dumps(record), exat=int(expires_at))
     return expires_at
 
@@ -294,13 +299,15 @@ def _take_state(r: redis.Redis, state: str | None, feed: str, user: str) -> dict
 
 def _finish(request: Request[User, Any, Any], r: redis.Redis, settings: WebSettings, feed: str,
             exchange: Any) -> Response[Any]:
+    """``exchange()`` gives the access token, the broker's user id, and the app's key that
+    ingest must connect with ("" when the feed needs none)."""
     try:
-        access_token, user_id = exchange()
+        access_token, user_id, api_key = exchange()
     except (SecretsError, BrokerError) as exc:
         status = exc.status if isinstance(exc, BrokerError) else HTTP_400_BAD_REQUEST
         log.warning("admin %s: %s login failed: %s", request.user.name, feed, exc)
         return _page(request, r, settings, error=str(exc), status=status)
-    store_token(r, feed, access_token, user_id, request.user.name)
+    store_token(r, feed, access_token, user_id, request.user.name, api_key)
     log.info("admin %s: %s connected as %s", request.user.name, feed, user_id or "?")
     return _done("connected", feed)
 
@@ -321,7 +328,7 @@ def kite_callback(
     status: Annotated[str | None, QueryParameter()] = None,
     oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
 ) -> Response[Any]:
-    def exchange() -> tuple[str, str]:
+    def exchange() -> tuple[str, str, str]:
         _take_state(r, oauth_state, "kite", request.user.name)
         if status != "success" or not request_token:
             raise BrokerError("Kite did not complete the login "
@@ -341,7 +348,7 @@ def kite_callback(
         token = session.get("access_token") if isinstance(session, dict) else None
         if not isinstance(token, str) or not token:
             raise BrokerError("Kite's answer held no access token", HTTP_502_BAD_GATEWAY)
-        return token, str(session.get("user_id", ""))
+        return token, str(session.get("user_id", "")), creds.key
 
     return _finish(request, r, settings, "kite", exchange)
 
@@ -354,13 +361,14 @@ def upstox_callback(
     code: Annotated[str | None, QueryParameter()] = None,
     oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
 ) -> Response[Any]:
-    def exchange() -> tuple[str, str]:
+    def exchange() -> tuple[str, str, str]:
         started = _take_state(r, oauth_state, "upstox", request.user.name)
         if not code:
             raise BrokerError("Upstox came back without an authorization code: start again")
         creds = _credentials(r, settings, "upstox")
-        return upstox_token(settings.upstox_api_url, code, creds.key, creds.secret,
-                            str(started.get("redirect_uri", "")))
+        token, user_id = upstox_token(settings.upstox_api_url, code, creds.key, creds.secret,
+                                      str(started.get("redirect_uri", "")))
+        return token, user_id, ""  # an Upstox token alone opens its feed
 
     return _finish(request, r, settings, "upstox", exchange)
 

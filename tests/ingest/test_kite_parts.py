@@ -22,7 +22,7 @@ from ingest.sim.connection import broken_copy, content_length, without_content_l
 from ingest.sim.hours import MarketHours, parse_window
 from ingest.sim.kite_auth import KiteAuth, checksum
 from ingest.sim.replay import ReplayFileError, ReplayRow, read_rows, steps
-from ingest.tokens import AccessTokens, read_stored
+from ingest.tokens import AccessTokens, read_stored, read_stored_record
 from proto import bus, keys
 from proto.runtime import Stats
 
@@ -160,6 +160,43 @@ def test_stored_token_forms() -> None:
     assert read_stored(" abc ") == "abc"
     assert read_stored('{"access_token": "xyz", "user_id": "AB1"}') == "xyz"
     assert read_stored("{broken") == "" and read_stored(None) == ""
+    assert read_stored_record('{"access_token": "xyz", "api_key": " app1 "}') == ("xyz", "app1")
+    assert read_stored_record("abc") == ("abc", "")
+    assert read_stored_record('{"access_token": 5, "api_key": 6}') == ("", "")
+
+
+def test_a_token_connects_with_the_app_key_it_was_issued_for(r: redis.Redis,
+                                                             redis_url: str) -> None:
+    """The dashboard's Kite login stores the app's key with the token; ingest connects with
+    it (whatever KITE_API_KEY says). A token with no key of its own takes the configured
+    one; with neither, it is not usable and the feed says why."""
+    async def scenario() -> list[tuple[str, str, str]]:
+        client = bus.aconnect(redis_url)
+        status = FeedStatus(client, "kite", Stats("t"))
+        seen = []
+        for app_key in ("configured-app", ""):
+            await client.set(keys.feed_token("kite"),
+                             orjson.dumps({"access_token": "t1", "api_key": "login-app"}))
+            tokens = AccessTokens(client, "", status, poll_s=0.05, expiry=None,
+                                  app_key=app_key)
+            token = await tokens.usable()
+            seen.append((token.value, token.api_key, token.source))
+            await client.set(keys.feed_token("kite"), "t2")  # stored by hand: no key
+            tokens = AccessTokens(client, "", status, poll_s=0.05, expiry=None,
+                                  app_key=app_key)
+            try:
+                token = await asyncio.wait_for(tokens.usable(), 0.3)
+                seen.append((token.value, token.api_key, token.source))
+            except TimeoutError:
+                seen.append(("", "", await client.hget(keys.feed_state("kite"), "reason")))
+        await client.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("t1", "login-app", "redis"), ("t2", "configured-app", "redis"),
+        ("t1", "login-app", "redis"),
+        ("", "", "redis token: no Kite API key to connect with (log in through the dashboard, "
+                 "which stores the app's key with the token, or set KITE_API_KEY)")]
 
 
 def test_tokens_expire_daily_and_a_new_stored_one_wins(r: redis.Redis, redis_url: str) -> None:

@@ -67,8 +67,9 @@ def test_settings() -> None:
     sim = IngestSettings(feed="sim", sim_url="http://127.0.0.1:9")
     assert sim.ws_url() == "ws://127.0.0.1:9" and sim.api_url() == "http://127.0.0.1:9"
     assert sim.credentials() == ("sim-key", "sim-token")
+    IngestSettings(feed="kite")  # the key comes with the dashboard's login
     with pytest.raises(ValueError, match="KITE_API_KEY"):
-        IngestSettings(feed="kite")
+        IngestSettings(feed="kite", kite_access_token="tok-s3cret")
     kite = IngestSettings(feed="kite", kite_api_key="k", kite_access_token="tok-s3cret")
     assert kite.ws_url() == "wss://ws.kite.trade" and "tok-s3cret" not in repr(kite)
     assert socket_url("ws://h:1", "k", "a b") == "ws://h:1?api_key=k&access_token=a+b"
@@ -155,7 +156,7 @@ def test_connection_watchdog_reconnects_and_resubscribes() -> None:
             status = FeedStatus(NoRedis(), "t", stats)  # type: ignore[arg-type]
             tokens = AccessTokens(NoRedis(), "t", status, poll_s=1,  # type: ignore[arg-type]
                                   expiry=None)
-            conn = KiteConnection("t", f"ws://127.0.0.1:{port}", "k",
+            conn = KiteConnection("t", f"ws://127.0.0.1:{port}",
                                   {408065: "full", 256265: "full"}, {408065: "NSE:INFY"},
                                   writer, stats, tokens, status,
                                   ConnectionPolicy(silence_s=0.3, reconnect_min_s=0.05,

@@ -237,6 +237,7 @@ def test_kite_login(root: TestClient[Any], r: redis.Redis, broker: Broker,
     assert read_stored(raw) == broker.issued[-1]  # what ingest will connect with
     record = json.loads(raw)  # type: ignore[arg-type]
     assert record["user_id"] == "AB1234" and record["by"] == "root"
+    assert record["api_key"] == KITE_KEY  # the app ingest must connect as
     ttl = r.ttl(keys.feed_token("kite"))
     assert 0 < ttl <= 24 * 3600 and abs(record["expires_at"] - time.time() - ttl) < 5
     page = root.get(done.headers["location"], headers=HTML).text
