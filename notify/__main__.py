@@ -2,8 +2,8 @@
 
 The first SIGTERM/SIGINT stops reading and lets in-flight alerts finish (up to
 ``STORMALERT_NOTIFY_DRAIN_TIMEOUT_S``); a second one stops at once. Unfinished alerts stay
-pending in the consumer group and are delivered after a restart. ``--check`` exits 0 when a
-notifier's heartbeat is fresh, 1 otherwise.
+pending in the consumer group and are delivered after a restart. ``--check`` exits 0 when
+this notifier's heartbeat (``heartbeat_name`` of its consumer) is fresh, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from proto.runtime import Stats, format_stats, heartbeat_loop, run_async, setup_
 from proto.settings import load
 
 PROCESS = "notify"
+DEFAULT_CONSUMER = NotifySettings.model_fields["notify_consumer"].default
 COUNTERS = ("alerts", "sent", "failed", "skipped_duplicate", "retries", "dead", "poison",
             "no_channel", "acked", "claimed", "redis_errors", "folded", "digests", "paced",
             "test_messages")
@@ -51,9 +52,10 @@ async def serve(settings: NotifySettings) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
 
     r = aconnect(settings.redis_url)
-    stats = Stats(PROCESS)
-    for name in COUNTERS:
-        stats.inc(name, 0)
+    name = heartbeat_name(settings.notify_consumer)
+    stats = Stats(name)
+    for counter in COUNTERS:
+        stats.inc(counter, 0)
     log.info("consumer %s of group %s on %s, redis %s", settings.notify_consumer,
              keys.NOTIFY_GROUP, keys.ALERTS, redact_url(settings.redis_url))
     await asyncio.to_thread(warm_up)
@@ -61,7 +63,7 @@ async def serve(settings: NotifySettings) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             beat = tg.create_task(
-                heartbeat_loop(PROCESS, r, stats, settings.stats_interval_s), name="heartbeat")
+                heartbeat_loop(name, r, stats, settings.stats_interval_s), name="heartbeat")
             try:
                 await Notifier(settings, r, stats, deliverer).run(stop)
             finally:
@@ -72,6 +74,15 @@ async def serve(settings: NotifySettings) -> None:
         log.info("stopped; final stats %s", format_stats(stats.counters, {}))
 
 
+def heartbeat_name(consumer: str) -> str:
+    """``notify`` for the default consumer (a single notifier); else the consumer's own name
+    (``notify-`` put before it unless it starts so), so that each of several notifiers beats
+    under its own name and its ``--check`` watches that one, not any notifier's."""
+    if consumer == DEFAULT_CONSUMER:
+        return PROCESS
+    return consumer if consumer.startswith(f"{PROCESS}-") else f"{PROCESS}-{consumer}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m notify", description=DESCRIPTION)
     parser.add_argument("--consumer", help="consumer name in group 'notify' (default notify-1)")
@@ -79,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load(NotifySettings, notify_consumer=args.consumer)
     if args.check:
-        return health.run_check(settings.redis_url, PROCESS)
-    setup_logging(PROCESS, settings.log_level)
+        return health.run_check(settings.redis_url, heartbeat_name(settings.notify_consumer))
+    setup_logging(heartbeat_name(settings.notify_consumer), settings.log_level)
     return run_async(lambda: serve(settings))
 
 

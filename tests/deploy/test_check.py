@@ -92,3 +92,27 @@ def test_a_stale_heartbeat_and_an_unreachable_redis_fail_the_check(
     assert done.returncode == 1
     assert done.stdout.startswith(f"ingest-kite: cannot reach Redis at {down}")
     assert len(done.stdout.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_each_notifier_checks_its_own_heartbeat(r: redis.Redis, redis_url: str,
+                                                tmp_path: Path) -> None:
+    """Several notifiers (a Kubernetes pod or a systemd instance each, with its own
+    consumer name) beat under their own names, so a stopped one fails its check while the
+    others pass theirs."""
+    procs = {consumer: spawn(["notify", "--consumer", consumer], redis_url,
+                             tmp_path / f"{consumer}.log")
+             for consumer in ("notify-7f9c-a", "pod-b")}
+    names = {"notify-7f9c-a": "notify-7f9c-a", "pod-b": "notify-pod-b"}
+    try:
+        wait_for(lambda: all(r.exists(keys.heartbeat(n)) for n in names.values()), 30,
+                 "both heartbeats")
+        assert stop(procs.pop("pod-b")) == 0
+        gone = check(["notify", "--check", "--consumer", "pod-b"], redis_url)
+        assert gone.returncode == 1 and gone.stdout.startswith("notify-pod-b: no heartbeat")
+        alive = check(["notify", "--check"], redis_url,
+                      STORMALERT_NOTIFY_CONSUMER="notify-7f9c-a")  # as the pod's env sets it
+        assert alive.returncode == 0 and alive.stdout.startswith("notify-7f9c-a: alive")
+        assert not r.exists(keys.heartbeat("notify"))  # the default name is nobody's here
+    finally:
+        for proc in procs.values():
+            stop(proc)
