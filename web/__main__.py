@@ -15,7 +15,7 @@ from proto import health
 from proto.bus import RedisUnavailable
 from proto.runtime import setup_logging
 from proto.settings import load
-from web.app import PROCESS, create_app
+from web.app import create_app, heartbeat_name
 from web.live import Drain
 from web.settings import WebSettings
 
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--check", action="store_true",
-                        help="exit 0 if the web heartbeat is fresh, else 1")
+                        help="exit 0 if this web process's heartbeat is fresh, else 1")
     args = parser.parse_args(argv)
     settings = load(WebSettings, host=args.host, port=args.port)
     if args.check:
-        return health.run_check(settings.redis_url, PROCESS)
+        return health.run_check(settings.redis_url, heartbeat_name(settings))
     setup_logging("web", settings.log_level)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)

@@ -52,6 +52,16 @@ log = logging.getLogger("stormalert.web")
 HERE = Path(__file__).resolve().parent
 PROCESS = "web"
 
+
+def heartbeat_name(settings: WebSettings) -> str:
+    """``web``, or ``web-INSTANCE`` with ``STORMALERT_WEB_INSTANCE`` set (a Kubernetes pod sets
+    its name there), so that each of several web processes beats under its own name and its
+    ``--check`` watches that one."""
+    instance = settings.web_instance
+    if not instance:
+        return PROCESS
+    return instance if instance.startswith(f"{PROCESS}-") else f"{PROCESS}-{instance}"
+
 # Everything the pages use comes from this origin; nothing is fetched from elsewhere.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -88,7 +98,7 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
     drain = drain or Drain()
     secret = jwt_secret(settings, wait_s=secret_wait_s)
     sessions = Sessions(settings, secret)
-    stats = Stats(PROCESS)
+    stats = Stats(heartbeat_name(settings))
     limits = aconnect(settings.redis_url)  # the rate limits' store (below)
 
     @asynccontextmanager
@@ -103,7 +113,8 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
                 tasks = [
                     tg.create_task(board.run(), name="web-quotes"),
                     tg.create_task(hub.run(), name="web-alerts"),
-                    tg.create_task(heartbeat_loop(PROCESS, ar, stats, settings.stats_interval_s),
+                    tg.create_task(heartbeat_loop(stats.process, ar, stats,
+                                                  settings.stats_interval_s),
                                    name="web-heartbeat"),
                 ]
                 try:

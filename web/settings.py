@@ -9,6 +9,9 @@ from proto.settings import BaseSettings
 
 class WebSettings(BaseSettings):
     host: str = "127.0.0.1"
+    # Set when several web processes run (a Kubernetes pod sets its name): each then beats
+    # under web-INSTANCE, and its --check watches its own heartbeat.
+    web_instance: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     port: int = Field(default=8000, ge=1, le=65535)
     # The seed's own name JWT_SECRET is honoured too. Unset: one random secret is kept in
     # Redis (proto.keys.JWT_SECRET) so every web process and every restart share it.

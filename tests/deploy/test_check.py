@@ -116,3 +116,18 @@ def test_each_notifier_checks_its_own_heartbeat(r: redis.Redis, redis_url: str,
     finally:
         for proc in procs.values():
             stop(proc)
+
+
+def test_each_web_pod_checks_its_own_heartbeat(r: redis.Redis, redis_url: str,
+                                               tmp_path: Path) -> None:
+    """A web process with STORMALERT_WEB_INSTANCE (a pod's name) beats as web-INSTANCE;
+    its check passes, and the plain ``web`` heartbeat, nobody's here, fails."""
+    env = {"STORMALERT_WEB_INSTANCE": "web-5d8f-x"}
+    proc = spawn(["web", "--port", str(free_port())], redis_url, tmp_path / "web.log", env)
+    try:
+        wait_for(lambda: r.exists(keys.heartbeat("web-5d8f-x")), 30, "the pod's heartbeat")
+        own = check(["web", "--check"], redis_url, **env)
+        assert own.returncode == 0 and own.stdout.startswith("web-5d8f-x: alive"), own
+        assert check(["web", "--check"], redis_url).returncode == 1
+    finally:
+        assert stop(proc) == 0
