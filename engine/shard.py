@@ -46,9 +46,11 @@ QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a
 # quotes are due the loop's read does not block, so the chunks follow each other when idle.
 QUOTES_PER_FLUSH = 100
 # Redis errors a shard waits out (retrying each second) rather than exits on: no server, a
-# server loading its data, a cluster without a quorum or moving a slot.
+# server loading its data or refusing writes (maxmemory with noeviction: OOM), a cluster
+# without a quorum or moving a slot. What a refused write held back stays queued (flush).
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-             redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+             redis.exceptions.OutOfMemoryError, redis.exceptions.ClusterDownError,
+             redis.exceptions.TryAgainError)
 
 
 class EngineSettings(BaseSettings):

@@ -273,8 +273,15 @@ def redact_url(url: str) -> str:
 
 
 def ensure_group(r: redis.Redis, stream: str, group: str, start: str = "0") -> None:
+    """Create the consumer group (and the stream) unless it exists. Redis refusing writes
+    (maxmemory: OOM) refuses XGROUP CREATE before it would say BUSYGROUP: then a group that
+    exists is enough, so a process restarting meanwhile is not stopped by it."""
     try:
         r.xgroup_create(stream, group, id=start, mkstream=True)
+    except redis.exceptions.OutOfMemoryError:
+        groups: Any = r.xinfo_groups(stream) if r.exists(stream) else []
+        if not any(g["name"] in (group, group.encode()) for g in groups):
+            raise
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
