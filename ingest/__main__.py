@@ -12,12 +12,13 @@ import argparse
 import sys
 from typing import Literal
 
+import redis
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from ingest import worker
 from ingest.settings import IngestSettings
-from proto import bus, health, topology
+from proto import bus, health, keys, topology
 from proto.runtime import run_async, setup_logging
 from proto.settings import BaseSettings, load
 
@@ -49,12 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bus.check(sync, settings.redis_url)
         topology.agree(sync, settings.shards)
+        # The engine's consumer groups from ingest's first tick on, so that ticks written
+        # before a shard's first start are evaluated when it starts (a shard creates a
+        # missing group at the stream's end: "$").
+        for shard in range(settings.shards):
+            bus.ensure_group(sync, keys.ticks(shard), keys.ENGINE_GROUP, start="$")
     except bus.RedisUnavailable as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 1
     except topology.ShardCountMismatch as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
+    except redis.RedisError as exc:  # e.g. refusing writes (OOM) before the groups exist
+        print(f"ingest: cannot create the engine's consumer groups: {exc}", file=sys.stderr)
+        return 1
     finally:
         sync.close()
     failure: list[str] = []

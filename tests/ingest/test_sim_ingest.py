@@ -89,6 +89,12 @@ def test_ingest_writes_named_symbols_to_their_shards(
                       10, "heartbeat of a connected worker")
         assert hb["subscribed"] == 300
         assert {"frames", "ticks", "decode_errors", "drops", "reconnects"} <= set(hb["counters"])
+        # The engine's groups exist from before the first tick: a shard started later
+        # evaluates every tick ingest wrote meanwhile.
+        for shard in range(SHARDS):
+            [group] = r.xinfo_groups(keys.ticks(shard))
+            assert group["name"] == keys.ENGINE_GROUP and group["last-delivered-id"] == "0-0"
+            assert group["lag"] == r.xlen(keys.ticks(shard)) > 0
     finally:
         code = stop(ingest)
     assert code == 0, ingest.stderr.read() if ingest.stderr else ""
