@@ -236,6 +236,9 @@ def world(redis_url: str, user_records: dict[str, dict[str, str]],
     w = World(r, settings)
     passwords = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "root": "root-secret-pw"}
     try:
+        # Each client has an app of its own: a TestClient runs its app's lifespan in its own
+        # event loop, and the app's Redis client belongs to that loop.
+        w.clients["anonymous"] = TestClient(app=create_app(settings)).__enter__()
         for name, password in passwords.items():
             client = TestClient(app=create_app(settings)).__enter__()
             w.clients[name] = client
@@ -286,20 +289,21 @@ NOT_PUBLIC = sorted(k for k, v in ACCESS.items() if v != PUBLIC)
 @pytest.mark.parametrize(("method", "path"), NOT_PUBLIC)
 def test_signed_out_requests_are_refused(world: World, method: str, path: str) -> None:
     url = world.fill(path)
-    with TestClient(app=world.clients["alice"].app) as anonymous:
-        response = anonymous.request(method, url, headers=JSON, follow_redirects=False)
-        assert response.status_code in (401, 403), (response.status_code, response.text)
-        page = anonymous.request(method, url, headers=HTML, follow_redirects=False)
-        assert page.status_code in (302, 303, 401, 403)
-        if page.status_code in (302, 303):
-            assert page.headers["location"].startswith("/login")
-        # An API token opens /api/ routes only (bob's: on alice's ids it gets a 404 at most).
-        with_token = anonymous.request(method, url, follow_redirects=False, headers={
-            **JSON, "Authorization": f"Bearer {world.ids['bob_token']}"})
-        if not path.startswith("/api/"):
-            assert with_token.status_code in (401, 403), (with_token.status_code, path)
-        else:
-            assert with_token.status_code not in (401, 403), (with_token.status_code, path)
+    anonymous = world.clients["anonymous"]
+    anonymous.cookies.clear()
+    response = anonymous.request(method, url, headers=JSON, follow_redirects=False)
+    assert response.status_code in (401, 403), (response.status_code, response.text)
+    page = anonymous.request(method, url, headers=HTML, follow_redirects=False)
+    assert page.status_code in (302, 303, 401, 403)
+    if page.status_code in (302, 303):
+        assert page.headers["location"].startswith("/login")
+    # An API token opens /api/ routes only (bob's: on alice's ids it gets a 404 at most).
+    with_token = anonymous.request(method, url, follow_redirects=False, headers={
+        **JSON, "Authorization": f"Bearer {world.ids['bob_token']}"})
+    if not path.startswith("/api/"):
+        assert with_token.status_code in (401, 403), (with_token.status_code, path)
+    else:
+        assert with_token.status_code not in (401, 403), (with_token.status_code, path)
 
 
 ADMIN_ROUTES = sorted(k for k, v in ACCESS.items() if v == ADMIN)
