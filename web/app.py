@@ -99,7 +99,6 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
     secret = jwt_secret(settings, wait_s=secret_wait_s)
     sessions = Sessions(settings, secret)
     stats = Stats(heartbeat_name(settings))
-    limits = aconnect(settings.redis_url)  # the rate limits' store (below)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -108,6 +107,11 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
         board = QuoteBoard(ar, settings.quotes_interval_s)
         hub = AlertHub(ar)
         app.state.update({"ar": ar, "r": r, "board": board, "hub": hub})
+        # The rate limits count in Redis: shared by every web process, kept across restarts
+        # (registered here, on this lifespan's client: the middleware looks them up by name).
+        for name in (pages.LOGIN_ATTEMPTS, settings_page.PASSWORD_CHANGES):
+            app.stores.register(name, RedisStore(ar, namespace=f"{keys.RATE_LIMITS}:{name}"),
+                                allow_override=True)
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -124,7 +128,6 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
                         task.cancel()
         finally:
             await ar.aclose()
-            await limits.aclose()
             r.close()
 
     return Litestar(
@@ -156,9 +159,6 @@ def create_app(settings: WebSettings, *, drain: Drain | None = None,
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "sessions": Provide(lambda: sessions, sync_to_thread=False, use_cache=True),
         },
-        # The rate limits count in Redis: shared by every web process, kept across restarts.
-        stores={name: RedisStore(limits, namespace=f"{keys.RATE_LIMITS}:{name}")
-                for name in (pages.LOGIN_ATTEMPTS, settings_page.PASSWORD_CHANGES)},
         middleware=[
             pages.login_rate_limit(settings.login_attempts_per_minute).middleware,
             settings_page.password_rate_limit().middleware,
