@@ -18,6 +18,7 @@ import logging
 import resource
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -69,6 +70,18 @@ class EngineSettings(BaseSettings):
     engine_checkpoint_max_cpu_share: float = 0.1
     # Exchange holidays (YYYY-MM-DD, a JSON list in the environment) for market-hours rules.
     engine_holidays: tuple[date, ...] = ()
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident size: VmHWM, not getrusage's ru_maxrss, which Linux
+    carries over an exec from the parent that forked us (a big parent, a big figure)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def alert_id(rule_id: str, entry_id: str, index: int) -> str:
@@ -166,7 +179,7 @@ class Shard:
             gauges["checkpoint_fork_max_ms"] = max(gauges.get("checkpoint_fork_max_ms", 0.0),
                                                    gauges["checkpoint_fork_ms"])
             # The fork's cost grows with the resident size (page tables are copied).
-            gauges["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            gauges["rss_mb"] = peak_rss_mb()
             return
         self._unacked = acks + self._unacked
         self.checkpoint_now()
