@@ -22,11 +22,11 @@ from typing import Any
 
 import redis
 
-from engine.bars import MINUTE_MS
 from engine.book import Book
 from engine.session import IST, Session
 from proto import keys
 from proto.backtest import BAR_OFFSETS_MS, BarRow, CsvData, Job, Point, bar_points, read_csv
+from proto.bars import MINUTE_MS, decode_bar
 from proto.events import CodecError, Tick, decode_ticks
 from proto.rules import Rule
 
@@ -138,14 +138,8 @@ def read_bars(r: redis.Redis, sym: str, from_ms: int, to_ms: int) -> list[BarRow
     """Closed one-minute bars of ``sym`` starting in ``[from_ms, to_ms]``; unreadable entries
     (none are written so) are left out."""
     entries: Any = r.xrange(keys.bars(sym), min=f"{from_ms}-0", max=f"{to_ms}-0")
-    bars = []
-    for entry_id, f in entries:
-        try:
-            bars.append(BarRow(int(entry_id.split("-")[0]), float(f["o"]), float(f["h"]),
-                               float(f["l"]), float(f["c"]), int(f.get("v") or 0)))
-        except (KeyError, ValueError):
-            continue
-    return bars
+    stored = (decode_bar(entry_id, fields) for entry_id, fields in entries)
+    return [BarRow(b.start, b.o, b.h, b.l, b.c, b.v) for b in stored if b is not None]
 
 
 # Ticks -------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MINUTE_MS = 60_000
+from proto.bars import MINUTE_MS, bar_fields
+
+__all__ = ["MINUTE_MS", "Bar", "BarBuilder"]
 
 
 @dataclass(slots=True)
@@ -22,8 +24,7 @@ class Bar:
     v: int
 
     def to_fields(self) -> dict[str, str]:
-        return {"o": repr(self.o), "h": repr(self.h), "l": repr(self.l), "c": repr(self.c),
-                "v": str(self.v)}
+        return bar_fields(self.o, self.h, self.l, self.c, self.v)
 
     def as_list(self) -> list[float]:
         return [self.start, self.o, self.h, self.l, self.c, self.v]

@@ -1,5 +1,6 @@
-"""Reading the one-minute bars the engine keeps in ``keys.bars(sym)`` (entry id = the bar's
-start in epoch ms, fields ``o h l c v``), for readers that are not the engine."""
+"""The one-minute bars the engine keeps in ``keys.bars(sym)`` (entry id = the bar's start in
+epoch ms, fields ``o h l c v``): their record format (written by the engine) and reading
+them (the web and the backtest worker)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ class Bar(NamedTuple):
     l: float  # noqa: E741 - OHLC's own name
     c: float
     v: int
+
+
+def bar_fields(o: float, h: float, low: float, c: float, v: int) -> dict[str, str]:
+    """The fields of one stored bar (its entry id is its start: ``{start}-0``)."""
+    return {"o": repr(o), "h": repr(h), "l": repr(low), "c": repr(c), "v": str(v)}
 
 
 def decode_bar(entry_id: str, fields: dict[str, str]) -> Bar | None:
