@@ -16,14 +16,11 @@ from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
 from engine.checkpointer import Checkpointer, client_like
 from ingest.writer import TickWriter
 from proto import bus, keys, settings, store
-from proto.events import Tick, decode_ticks
+from proto.events import decode_ticks
 from proto.rules import Rule
 from proto.runtime import Stats
 from tests.cluster.conftest import Cluster
-
-
-def tick(sym: str, n: int) -> Tick:
-    return Tick(sym, str(n), "kite", 100.0 + n, n, 1_700_000_000_000, 1_700_000_000_000_000)
+from tests.ingest.writes import blocked_read_of_one_write, tick
 
 
 def node_port(r: redis.Redis, key: str) -> int:
@@ -137,23 +134,7 @@ def test_a_blocked_reader_gets_every_entry_of_one_write_at_once(cluster: Cluster
     stream = keys.ticks(0)
     r = bus.connect(cluster.url)
     r.xgroup_create(stream, keys.ENGINE_GROUP, id="$", mkstream=True)
-    node = cluster.node(node_port(r, stream))
-
-    async def scenario() -> list[bus.Entry]:
-        reader, writer_client = bus.aconnect(cluster.url), bus.aconnect(cluster.url)
-        writer = TickWriter(writer_client, Stats("t"), shards=1, batch_max=10, flush_ms=0,
-                            queue_max_ticks=1000)
-        read = asyncio.create_task(bus.aread_group(
-            reader, stream, keys.ENGINE_GROUP, "engine-0", count=100, block_ms=5000))
-        while not any(c.get("cmd") == "xreadgroup" for c in node.client_list()):
-            await asyncio.sleep(0.01)  # the reader is blocked now
-        await writer.write([tick(f"NSE:S{n}", n) for n in range(30)])
-        entries = await read
-        await reader.aclose()
-        await writer_client.aclose()
-        return entries
-
-    entries = asyncio.run(scenario())
+    entries = blocked_read_of_one_write(cluster.url, cluster.node(node_port(r, stream)))
     assert [len(decode_ticks(f)) for _id, f in entries] == [10, 10, 10]
 
 

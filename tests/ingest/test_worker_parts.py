@@ -23,6 +23,7 @@ from ingest.writer import TickWriter
 from proto import bus, keys
 from proto.events import Tick, decode_ticks
 from proto.runtime import Stats
+from tests.ingest.writes import blocked_read_of_one_write, tick
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [
@@ -84,10 +85,6 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.kite_modes == {"NSE:INFY": "ltp", "NFO": "quote"}
     assert settings.kite_instruments_refresh_at.hour == 8
     assert settings.kite_instruments_refresh_at.minute == 30
-
-
-def tick(sym: str, n: int) -> Tick:
-    return Tick(sym, str(n), "kite", 100.0 + n, n, 1_700_000_000_000, 1_700_000_000_000_000)
 
 
 def test_writer_groups_by_shard_in_batches(r: redis.Redis, redis_url: str) -> None:
@@ -217,25 +214,8 @@ def test_a_blocked_reader_gets_every_entry_of_one_write_at_once(
         r: redis.Redis, redis_url: str) -> None:
     """The engine blocks on its stream; a frame's ticks (here three entries for one shard)
     must reach it in one read, not the first entry alone."""
-    stream = keys.ticks(0)
-    r.xgroup_create(stream, keys.ENGINE_GROUP, id="$", mkstream=True)
-
-    async def scenario() -> list[bus.Entry]:
-        reader = bus.aconnect(redis_url)
-        writer_client = bus.aconnect(redis_url)
-        writer = TickWriter(writer_client, Stats("t"), shards=1, batch_max=10, flush_ms=0,
-                            queue_max_ticks=1000)
-        read = asyncio.create_task(bus.aread_group(
-            reader, stream, keys.ENGINE_GROUP, "engine-0", count=100, block_ms=5000))
-        while not any(c.get("cmd") == "xreadgroup" for c in r.client_list()):
-            await asyncio.sleep(0.01)  # the reader is blocked now
-        await writer.write([tick(f"NSE:S{n}", n) for n in range(30)])
-        entries = await read
-        await reader.aclose()
-        await writer_client.aclose()
-        return entries
-
-    entries = asyncio.run(scenario())
+    r.xgroup_create(keys.ticks(0), keys.ENGINE_GROUP, id="$", mkstream=True)
+    entries = blocked_read_of_one_write(redis_url, r)
     assert [len(decode_ticks(f)) for _id, f in entries] == [10, 10, 10]
 
 
