@@ -20,7 +20,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, KwargDefinition
+from litestar.params import FromPath, JSONBody, KwargDefinition
 from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 from litestar.types import ExceptionHandlersMap
 
@@ -156,7 +156,7 @@ async def api_list_rules(request: Request[User, Any, Any],
 
 
 @post("/api/rules", exception_handlers=REJECTED, responses=RESPONSES)
-async def api_create_rule(request: Request[User, Any, Any], data: RuleIn,
+async def api_create_rule(request: Request[User, Any, Any], data: JSONBody[RuleIn],
                           r: NamedDependency[redis.Redis]) -> RuleOut:
     """Create a rule; the engine arms it within a second. The id is chosen by the server."""
     return await sync_to_thread(_save, r, request.user, data)
@@ -174,7 +174,8 @@ async def api_get_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
 
 @put("/api/rules/{rule_id:str}", exception_handlers=REJECTED, responses=RESPONSES)
 async def api_replace_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
-                           data: RuleIn, r: NamedDependency[redis.Redis]) -> RuleOut:
+                           data: JSONBody[RuleIn],
+                           r: NamedDependency[redis.Redis]) -> RuleOut:
     """Replace a rule's content (its id stays); the engine re-arms it from scratch."""
     return await sync_to_thread(_save, r, request.user, data, rule_id)
 
