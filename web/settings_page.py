@@ -23,7 +23,7 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.params import Body, FromPath, QueryParameter
+from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import (
     HTTP_201_CREATED,
@@ -293,7 +293,7 @@ async def api_channels(request: Req, ar: NamedDependency[aredis.Redis]) -> dict[
 
 
 @post("/api/channels", status_code=HTTP_201_CREATED)
-async def api_add_channel(request: Req, data: ChannelIn,
+async def api_add_channel(request: Req, data: JSONBody[ChannelIn],
                           r: NamedDependency[redis.Redis]) -> dict[str, str]:
     """Add an apprise URL (tgram://, mailto://, json://...) under a tag."""
     cid = await _add_channel(r, request.user.name, data.url, data.tag)
@@ -315,7 +315,7 @@ async def api_prefs(request: Req, ar: NamedDependency[aredis.Redis]) -> dict[str
 
 
 @put("/api/prefs")
-async def api_set_prefs(request: Req, data: PrefsIn, r: NamedDependency[redis.Redis],
+async def api_set_prefs(request: Req, data: JSONBody[PrefsIn], r: NamedDependency[redis.Redis],
                         ar: NamedDependency[aredis.Redis]) -> dict[str, Any]:
     """Quiet hours (``HH:MM-HH:MM`` IST) and the storm limit (alerts a minute before they are
     folded into a digest; 0: never)."""
