@@ -69,63 +69,91 @@ def _positive(value: Any) -> bool:
     return (type(value) is float or type(value) is int) and 0 < value < math.inf
 
 
+_NONE: list[int] = []  # no rule fires (shared: never appended to)
+
+
+class _Bands:
+    """Rules of a run (positions in it) that fire up when ``p >= up_base * (1 + pct/100)``
+    and down when ``p <= down_base * (1 - pct/100)``: change_pct (both bases the previous
+    close) and window_pct (the window's low and high). Each side is held by pct with its
+    thresholds at the base they were computed for (again only when the base moves), so the
+    rules whose condition holds are a prefix of each side, found by bisection. A base that
+    is not a finite positive number leaves the thresholds unordered: then rule by rule."""
+
+    __slots__ = ("down", "down_base", "either", "members", "thr_down", "thr_up", "up",
+                 "up_base")
+
+    def __init__(self, evs: tuple[Any, ...], members: list[int]) -> None:
+        self.members = members
+        self.up = _by_pct(evs, [i for i in members if evs[i].up])
+        self.down = _by_pct(evs, [i for i in members if evs[i].down])
+        self.either = any(evs[i].up and evs[i].down for i in members)
+        self.up_base: Any = None
+        self.down_base: Any = None
+        self.thr_up: list[float] = []
+        self.thr_down: list[float] = []  # negated: ascending, like the rules' order
+
+    def firing(self, evs: tuple[Any, ...], arms: tuple[Any, ...], quiet: list[float],
+               p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
+        """Positions of the rules whose condition holds at ``p`` and whose cooldown allows a
+        firing at ``t``; each once, even when both its thresholds hold."""
+        if up_base != self.up_base:
+            if not _positive(up_base):
+                return self._each(evs, arms, quiet, p, t, up_base, down_base, fail)
+            self.thr_up = [up_base * (1 + evs[i].pct / 100) for i in self.up]
+            self.up_base = up_base
+        if down_base != self.down_base:
+            if not _positive(down_base):
+                return self._each(evs, arms, quiet, p, t, up_base, down_base, fail)
+            self.thr_down = [-(down_base * (1 - evs[i].pct / 100)) for i in self.down]
+            self.down_base = down_base
+        if p != p:  # NaN: no condition holds
+            return _NONE
+        n_up = bisect_right(self.thr_up, p)
+        n_down = bisect_right(self.thr_down, -p)
+        if not (n_up or n_down):
+            return _NONE
+        up, down = self.up[:n_up], self.down[:n_down]
+        if up and down and self.either:
+            held = set(up)
+            down = [i for i in down if i not in held]
+        return [i for i in up + down if t >= quiet[i]]
+
+    def _each(self, evs: tuple[Any, ...], arms: tuple[Any, ...], quiet: list[float],
+              p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
+        """The evaluators' condition rule by rule, for bases the index cannot order."""
+        fired = []
+        for i in self.members:
+            ev = evs[i]
+            try:
+                if ((ev.up and p >= up_base * (1 + ev.pct / 100)) or (
+                        ev.down and p <= down_base * (1 - ev.pct / 100))) and t >= quiet[i]:
+                    fired.append(i)
+            except Exception:  # e.g. a state restored from a damaged checkpoint
+                fail(arms[i])
+        return fired
+
+
 class ChangePctRun(Run):
-    """Thresholds ``pc * (1 ± pct/100)`` held sorted for the symbol's previous close (it
-    changes once a day): a tick costs two bisections and its firings, not a test per rule.
+    """The rules' thresholds ``pc * (1 ± pct/100)`` held sorted for the symbol's previous
+    close (``_Bands``; it changes once a day): a tick costs two bisections and its firings.
     No state changes at a tick (only a firing's, which the book marks), so no dirty."""
 
-    __slots__ = ("_down", "_either", "_pc", "_thr_down", "_thr_up", "_up")
+    __slots__ = ("_bands",)
     PARAMS = ("pct",)
 
     def __init__(self, arms: list[Any]) -> None:
         super().__init__(arms)
-        evs = self.evs
-        self._up = _by_pct(evs, [i for i, ev in enumerate(evs) if ev.up])
-        self._down = _by_pct(evs, [i for i, ev in enumerate(evs) if ev.down])
-        self._either = any(ev.up and ev.down for ev in evs)
-        self._pc: float | None = None
-        self._thr_up: list[float] = []
-        self._thr_down: list[float] = []  # negated: ascending, like the rules' order
+        self._bands = _Bands(self.evs, list(range(len(self.evs))))
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         if not pc:
             return False
-        if pc != self._pc:
-            if not _positive(pc):  # NaN, infinite or not positive: thresholds unordered
-                return self._each(p, t, pc, hits, fail)
-            evs = self.evs
-            self._thr_up = [pc * (1 + evs[i].pct / 100) for i in self._up]
-            self._thr_down = [-(pc * (1 - evs[i].pct / 100)) for i in self._down]
-            self._pc = pc
-        if p != p:  # NaN: no condition holds
-            return False
-        n_up = bisect_right(self._thr_up, p)
-        n_down = bisect_right(self._thr_down, -p)
-        if not (n_up or n_down):
-            return False
-        quiet, arms = self.quiet, self.arms
-        up = self._up[:n_up]
-        for i in up:
-            if t >= quiet[i]:
-                hits.append((arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
-        # A rule watching both ways whose up threshold held is not tested again (one hit).
-        skip = set(up) if n_up and n_down and self._either else ()
-        for i in self._down[:n_down]:
-            if t >= quiet[i] and i not in skip:
-                hits.append((arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
-        return False
-
-    def _each(self, p: float, t: int, pc: float, hits: Hits, fail: Fail) -> bool:
-        """``ChangePct.step`` rule by rule, for a previous close the index cannot order."""
-        self._pc = None
-        quiet = self.quiet
-        for i, ev in enumerate(self.evs):
-            try:
-                if ((ev.up and p >= pc * (1 + ev.pct / 100)) or (
-                        ev.down and p <= pc * (1 - ev.pct / 100))) and t >= quiet[i]:
-                    hits.append((self.arms[i], {"pc": pc, "change_pct": (p / pc - 1) * 100}))
-            except Exception:
-                fail(self.arms[i])
+        arms = self.arms
+        fired = self._bands.firing(self.evs, arms, self.quiet, p, t, pc, pc, fail)
+        if fired:
+            ref = {"pc": pc, "change_pct": (p / pc - 1) * 100}
+            hits.extend((arms[i], dict(ref)) for i in fired)
         return False
 
 
@@ -243,22 +271,15 @@ class TrailingUpRun(_TrailingRun):
 
 
 class _Window:
-    """Window rules holding the same deques: positions by pct, up and down, and the
-    thresholds at the window low and high they were computed for."""
+    """Window rules holding the same deques, and their thresholds (``_Bands``: up at the
+    window's low, down at its high)."""
 
-    __slots__ = ("down", "high", "highs", "low", "lows", "members", "span_ms", "thr_down",
-                 "thr_up", "up")
+    __slots__ = ("bands", "highs", "lows", "span_ms")
 
     def __init__(self, evs: tuple[Any, ...], members: list[int]) -> None:
         lead = evs[members[0]]
         self.lows, self.highs, self.span_ms = lead.lows, lead.highs, lead.span_ms
-        self.members = members
-        self.up = _by_pct(evs, [i for i in members if evs[i].up])
-        self.down = _by_pct(evs, [i for i in members if evs[i].down])
-        self.low: Any = None
-        self.high: Any = None
-        self.thr_up: list[float] = []
-        self.thr_down: list[float] = []  # negated
+        self.bands = _Bands(evs, members)
 
 
 class WindowPctRun(Run):
@@ -273,10 +294,8 @@ class WindowPctRun(Run):
     at different times hold the same ticks once their window has moved past the later one).
 
     The rules sharing deques form a group whose thresholds ``low * (1 + pct/100)`` and
-    ``high * (1 - pct/100)`` are kept sorted (computed again when the window's low or high
-    moves), so a tick costs the deque update and two bisections per group, and its firings.
-    A window low or high or a price that is not a finite positive number takes the
-    rule-by-rule test for that group.
+    ``high * (1 - pct/100)`` are kept sorted (``_Bands``), so a tick costs the deque update
+    and two bisections per group, and its firings.
     """
 
     __slots__ = ("_groups",)
@@ -341,48 +360,14 @@ class WindowPctRun(Run):
                     highs.popleft()
                 low, high = lows[0][1], highs[0][1]
             except Exception:  # a damaged deque (restored state): its rules are disabled
-                for i in g.members:
+                for i in g.bands.members:
                     fail(arms[i])
                 continue
-            if not (_positive(p) and _positive(low) and _positive(high)):
-                self._each(g, p, t, low, high, hits, fail)
-                continue
-            up, down = g.up, g.down
-            n_up = n_down = 0
-            if up:
-                if low != g.low:
-                    g.thr_up = [low * (1 + evs[i].pct / 100) for i in up]
-                    g.low = low
-                n_up = bisect_right(g.thr_up, p)
-            if down:
-                if high != g.high:
-                    g.thr_down = [-(high * (1 - evs[i].pct / 100)) for i in down]
-                    g.high = high
-                n_down = bisect_right(g.thr_down, -p)
-            if n_up:
-                for i in up[:n_up]:
-                    if t >= quiet[i]:
-                        hits.append((arms[i], {"window_low": low, "window_high": high}))
-            if n_down:
-                skip = set(up[:n_up]) if n_up else ()
-                for i in down[:n_down]:
-                    if t >= quiet[i] and i not in skip:
-                        hits.append((arms[i], {"window_low": low, "window_high": high}))
+            fired = g.bands.firing(evs, arms, quiet, p, t, low, high, fail)
+            if fired:
+                ref = {"window_low": low, "window_high": high}
+                hits.extend((arms[i], dict(ref)) for i in fired)
         return len(hits) > n_hits
-
-    def _each(self, g: _Window, p: float, t: int, low: Any, high: Any, hits: Hits,
-              fail: Fail) -> None:
-        """The condition of ``WindowPct.step`` rule by rule, for a group the index cannot
-        order (its deques already updated)."""
-        quiet, arms = self.quiet, self.arms
-        for i in g.members:
-            ev = self.evs[i]
-            try:
-                if ((ev.up and p >= low * (1 + ev.pct / 100)) or (
-                        ev.down and p <= high * (1 - ev.pct / 100))) and t >= quiet[i]:
-                    hits.append((arms[i], {"window_low": low, "window_high": high}))
-            except Exception:
-                fail(arms[i])
 
     def settle(self) -> None:
         if len(self.evs) > 1:
