@@ -80,10 +80,14 @@ class _Bands:
     rules whose condition holds are a prefix of each side, found by bisection. A base that
     is not a finite positive number leaves the thresholds unordered: then rule by rule."""
 
-    __slots__ = ("down", "down_base", "either", "members", "thr_down", "thr_up", "up",
-                 "up_base")
+    __slots__ = ("arms", "down", "down_base", "either", "evs", "members", "quiet", "thr_down",
+                 "thr_up", "up", "up_base")
 
-    def __init__(self, evs: tuple[Any, ...], members: list[int]) -> None:
+    def __init__(self, run: Run, members: list[int]) -> None:
+        """``members``: positions in ``run``, whose rules, evaluators and quiet times (kept
+        by the book in place) it reads; a run that reorders its rules makes new ones."""
+        evs = self.evs = run.evs
+        self.arms, self.quiet = run.arms, run.quiet
         self.members = members
         self.up = _by_pct(evs, [i for i in members if evs[i].up])
         self.down = _by_pct(evs, [i for i in members if evs[i].down])
@@ -93,19 +97,18 @@ class _Bands:
         self.thr_up: list[float] = []
         self.thr_down: list[float] = []  # negated: ascending, like the rules' order
 
-    def firing(self, evs: tuple[Any, ...], arms: tuple[Any, ...], quiet: list[float],
-               p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
+    def firing(self, p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
         """Positions of the rules whose condition holds at ``p`` and whose cooldown allows a
         firing at ``t``; each once, even when both its thresholds hold."""
         if up_base != self.up_base:
             if not _positive(up_base):
-                return self._each(evs, arms, quiet, p, t, up_base, down_base, fail)
-            self.thr_up = [up_base * (1 + evs[i].pct / 100) for i in self.up]
+                return self._each(p, t, up_base, down_base, fail)
+            self.thr_up = [up_base * (1 + self.evs[i].pct / 100) for i in self.up]
             self.up_base = up_base
         if down_base != self.down_base:
             if not _positive(down_base):
-                return self._each(evs, arms, quiet, p, t, up_base, down_base, fail)
-            self.thr_down = [-(down_base * (1 - evs[i].pct / 100)) for i in self.down]
+                return self._each(p, t, up_base, down_base, fail)
+            self.thr_down = [-(down_base * (1 - self.evs[i].pct / 100)) for i in self.down]
             self.down_base = down_base
         if p != p:  # NaN: no condition holds
             return _NONE
@@ -117,11 +120,12 @@ class _Bands:
         if up and down and self.either:
             held = set(up)
             down = [i for i in down if i not in held]
+        quiet = self.quiet
         return [i for i in up + down if t >= quiet[i]]
 
-    def _each(self, evs: tuple[Any, ...], arms: tuple[Any, ...], quiet: list[float],
-              p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
+    def _each(self, p: float, t: int, up_base: Any, down_base: Any, fail: Fail) -> list[int]:
         """The evaluators' condition rule by rule, for bases the index cannot order."""
+        evs, quiet = self.evs, self.quiet
         fired = []
         for i in self.members:
             ev = evs[i]
@@ -130,7 +134,7 @@ class _Bands:
                         ev.down and p <= down_base * (1 - ev.pct / 100))) and t >= quiet[i]:
                     fired.append(i)
             except Exception:  # e.g. a state restored from a damaged checkpoint
-                fail(arms[i])
+                fail(self.arms[i])
         return fired
 
 
@@ -144,15 +148,15 @@ class ChangePctRun(Run):
 
     def __init__(self, arms: list[Any]) -> None:
         super().__init__(arms)
-        self._bands = _Bands(self.evs, list(range(len(self.evs))))
+        self._bands = _Bands(self, list(range(len(self.evs))))
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         if not pc:
             return False
-        arms = self.arms
-        fired = self._bands.firing(self.evs, arms, self.quiet, p, t, pc, pc, fail)
+        fired = self._bands.firing(p, t, pc, pc, fail)
         if fired:
             ref = {"pc": pc, "change_pct": (p / pc - 1) * 100}
+            arms = self.arms
             hits.extend((arms[i], dict(ref)) for i in fired)
         return False
 
@@ -276,10 +280,10 @@ class _Window:
 
     __slots__ = ("bands", "highs", "lows", "span_ms")
 
-    def __init__(self, evs: tuple[Any, ...], members: list[int]) -> None:
-        lead = evs[members[0]]
+    def __init__(self, run: Run, members: list[int]) -> None:
+        lead = run.evs[members[0]]
         self.lows, self.highs, self.span_ms = lead.lows, lead.highs, lead.span_ms
-        self.bands = _Bands(evs, members)
+        self.bands = _Bands(run, members)
 
 
 class WindowPctRun(Run):
@@ -335,14 +339,14 @@ class WindowPctRun(Run):
         members: dict[tuple[int, int], list[int]] = {}
         for i, ev in enumerate(self.evs):
             members.setdefault((id(ev.lows), id(ev.highs)), []).append(i)
-        self._groups = [_Window(self.evs, group) for group in members.values()]
+        self._groups = [_Window(self, group) for group in members.values()]
 
     def run(self, p: float, t: int, pc: float | None, vol: int, hits: Hits, fail: Fail) -> bool:
         self.ticks += 1
         if self.ticks % self.SHARE_EVERY == 0 and len(self.evs) > 1:
             self.share()
         tick = (t, p)
-        quiet, arms, evs = self.quiet, self.arms, self.evs
+        arms = self.arms
         n_hits = len(hits)
         for g in self._groups:
             try:
@@ -363,7 +367,7 @@ class WindowPctRun(Run):
                 for i in g.bands.members:
                     fail(arms[i])
                 continue
-            fired = g.bands.firing(evs, arms, quiet, p, t, low, high, fail)
+            fired = g.bands.firing(p, t, low, high, fail)
             if fired:
                 ref = {"window_low": low, "window_high": high}
                 hits.extend((arms[i], dict(ref)) for i in fired)
@@ -373,7 +377,7 @@ class WindowPctRun(Run):
         if len(self.evs) > 1:
             self.share()
         else:
-            self._groups = [_Window(self.evs, [0])]
+            self._groups = [_Window(self, [0])]
 
 
 RUNS: dict[type, Callable[[list[Any]], Run]] = {
