@@ -38,7 +38,7 @@ import redis
 from engine import checkpoint
 from engine.checkpointer import client_like
 from engine.shard import EngineSettings
-from proto import bus, health, keys, topology
+from proto import bus, health, keys, store, topology
 from proto.settings import load
 
 
@@ -136,8 +136,7 @@ def rule_symbols(r: redis.Redis) -> dict[str, str]:
     out: dict[str, str] = {}
     stored: dict[str, str] = r.hgetall(keys.RULES)  # type: ignore[assignment]
     for rule_id, body in stored.items():
-        symbol = orjson.loads(body).get("symbol")
-        if isinstance(symbol, str):
+        if symbol := store.stored_symbol(body):
             out[rule_id] = symbol
     return out
 

@@ -6,9 +6,11 @@ Pure: a time in, a yes or no out; the answer is cached per minute, as it changes
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from proto.display import IST
+
+__all__ = ["IST", "Session"]
 OPEN_MIN = 9 * 60 + 15
 CLOSE_MIN = 15 * 60 + 30
 

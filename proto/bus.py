@@ -302,8 +302,6 @@ def publish(pipe: redis.client.Pipeline, stream: str, entries: Iterable[Fields],
         pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
 
 
-# Append an alert unless its id was appended before: a reprocessed tick (after a crash or a
-# claim) yields the same alert id, and must not make a second entry.
 # Append each alert unless its id was appended before: a reprocessed tick (after a crash or
 # a claim) yields the same alert id, and must not make a second entry. KEYS: the stream,
 # then one seen-marker per alert; ARGV: the marker's TTL, then per alert its field count
@@ -356,11 +354,6 @@ def publish_alerts_once(pipe: redis.client.Pipeline,
             _alerts_once(keys=alert_keys, args=args, client=pipe)
         calls += 1
     return calls
-
-
-def publish_alert_once(pipe: redis.client.Pipeline, alert_id: str, fields: Fields) -> None:
-    """``publish_alerts_once`` of one alert (its result: a list of one)."""
-    publish_alerts_once(pipe, [(alert_id, fields)])
 
 
 # Given as bytes, the script needs no client to hash it; each call names its pipeline.

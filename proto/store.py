@@ -375,7 +375,7 @@ def list_rules(r: redis.Redis, user: str | None = None, *,
         bodies = [b for b in (r.hmget(keys.RULES, ids) if ids else []) if b]  # type: ignore[union-attr]
     rules = []
     for body in bodies:
-        if symbol_filter is not None and (symbol := _stored_symbol(body)) \
+        if symbol_filter is not None and (symbol := stored_symbol(body)) \
                 and not symbol_filter(symbol):
             continue
         try:
@@ -396,7 +396,7 @@ def _stored_field(body: str | bytes, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _stored_symbol(body: str | bytes) -> str:
+def stored_symbol(body: str | bytes) -> str:
     """The symbol of a stored rule without validating it; "" when unreadable (validation
     then reports it, so a broken rule is never skipped silently by the filter)."""
     return _stored_field(body, "symbol")
@@ -417,11 +417,7 @@ def get_user_rule(r: redis.Redis, rule_id: str, user: str) -> Rule | None:
 
 
 def _stored_id(body: str | bytes) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "?"
-    return str(data.get("id", "?")) if isinstance(data, dict) else "?"
+    return _stored_field(body, "id") or "?"
 
 
 def remove_rule(r: redis.Redis, rule_id: str, user: str | None = None) -> None:

@@ -25,6 +25,12 @@ _CHUNK = 500
 Entry = bus.Entry
 
 
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a pair of numbers, which compare as Redis orders entries."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def valid_entry_id(value: str | None) -> str | None:
     """A stream entry id from a client (header or query), or None when it is not one."""
     value = (value or "").strip()

@@ -27,7 +27,14 @@ from litestar.response import Template
 from proto import delivery, keys, store
 from proto.display import IST, alert_path, format_ist
 from proto.events import Alert
-from web.alerts import START_ID, Entry, latest_id, valid_entry_id, visible_alert
+from web.alerts import (
+    START_ID,
+    Entry,
+    entry_key,
+    latest_id,
+    valid_entry_id,
+    visible_alert,
+)
 from web.settings import WebSettings
 from web.views import User, price
 
@@ -105,7 +112,7 @@ class AlertQuery:
         cursor = None
         if before and before.strip():
             cursor = valid_entry_id(before)
-            if cursor is None or max(_id_key(cursor)) > _MAX_ID_PART:
+            if cursor is None or max(entry_key(cursor)) > _MAX_ID_PART:
                 raise QueryError("before", "not a page cursor (an entry id like 1700000000000-0)")
         return cls(symbol=(symbol or "").strip().upper() or None,
                    rule=(rule or "").strip() or None, start_ms=start, end_ms=end,
@@ -116,18 +123,13 @@ class AlertQuery:
                 and (self.rule is None or alert.rule == self.rule))
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def upper_bound(query: AlertQuery, newest: str) -> str:
     """The XREVRANGE ``max`` of the query: before its cursor, its end and past ``newest``
     (the live cursor handed out with the page: nothing newer may be on it)."""
-    ms, seq = _id_key(newest)
+    ms, seq = entry_key(newest)
     bounds = [(ms, seq + 1)]  # exclusive bounds: up to and including ``newest``
     if query.before is not None:
-        bounds.append(_id_key(query.before))
+        bounds.append(entry_key(query.before))
     if query.end_ms is not None:
         bounds.append((query.end_ms, 0))
     ms, seq = min(bounds)
@@ -169,7 +171,7 @@ async def find_alerts(ar: aredis.Redis, user: User, query: AlertQuery, *,
             return HistoryPage(found, cursor, None, None)
         last = chunk[-1][0]
         if scanned >= scan:
-            return HistoryPage(found, cursor, last, _id_key(last)[0])
+            return HistoryPage(found, cursor, last, entry_key(last)[0])
         upper = "(" + last
 
 

@@ -28,18 +28,13 @@ from litestar.response import ServerSentEventMessage
 
 from proto import bus, keys, store
 from proto.runtime import Stats
-from web.alerts import START_ID, Entry, read_after, visible_view
+from web.alerts import START_ID, Entry, entry_key, read_after, visible_view
 from web.views import User, quote_views
 
 log = logging.getLogger("stormalert.web")
 
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 REDIS_RETRY_S = 1.0
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 # How soon at most a stream ends after its user is disabled or their sessions are ended
@@ -94,7 +89,7 @@ class AlertHub:
                 if cursor is None:
                     last: Any = await self._ar.xrevrange(keys.ALERTS, count=1)
                     cursor = last[0][0] if last else "0-0"
-                    self.base = _id_key(cursor)
+                    self.base = entry_key(cursor)
                 reply = await self._ar.xread({keys.ALERTS: cursor}, count=self.READ_COUNT,
                                              block=self._block_ms)
             except (redis.RedisError, OSError) as exc:
@@ -109,7 +104,7 @@ class AlertHub:
                 continue
             cursor = entries[-1][0]
             self._entries.extend(entries)
-            self._keys.extend(_id_key(e[0]) for e in entries)
+            self._keys.extend(entry_key(e[0]) for e in entries)
             if len(self._entries) > 2 * self._keep:
                 drop = len(self._entries) - self._keep
                 self.base = self._keys[drop - 1]
@@ -121,11 +116,11 @@ class AlertHub:
         an empty stream: a stream deleted and made again (say by FLUSHALL) starts over, and
         the hub may still hold entries of the old one."""
         return (self.base is not None and cursor != START_ID
-                and _id_key(cursor) >= self.base)
+                and entry_key(cursor) >= self.base)
 
     def after(self, cursor: str) -> list[Entry]:
         """The hub's entries after ``cursor`` (which it covers)."""
-        start = bisect_right(self._keys, _id_key(cursor))
+        start = bisect_right(self._keys, entry_key(cursor))
         return self._entries[start:start + self.READ_COUNT]
 
     async def wait(self, timeout_s: float) -> None:

@@ -23,7 +23,7 @@ from web.alerts import recent_alerts
 from web.feeds import banner_context, read_problems
 from web.session import Sessions, safe_next
 from web.settings import WebSettings
-from web.views import User, alert_view, quote_views
+from web.views import User, alert_view
 
 log = logging.getLogger("stormalert.web")
 
@@ -92,18 +92,13 @@ async def dashboard_page(request: Request[User, Any, Any], ar: aredis.Redis,
     """The dashboard: the user's watchlist, the feed banner and the live alerts feed; with
     ``watch_error`` (a refused watchlist form without script) it answers 422."""
     user = request.user
-    watch = await watchlist.get_watchlist(ar, user.name)
-    quotes = await watchlist.watched_quotes(ar, watch)
-    views = {view["sym"]: view for view in quote_views(quotes)}
     alerts, cursor = await recent_alerts(ar, user, limit=settings.history_alerts,
                                          scan=settings.history_scan)
     return Template("dashboard.html", media_type=MediaType.HTML,
                     status_code=HTTP_422_UNPROCESSABLE_ENTITY if watch_error else 200,
                     context={
         "user": user,
-        "watch": await watchlist.watch_rows(ar, watch, views, quotes),
-        "watch_syms": watch,
-        "max_symbols": watchlist.MAX_SYMBOLS,
+        **await watchlist.watchlist_context(ar, user),
         "watch_error": watch_error,
         "entered": entered,
         "alerts": [alert_view(entry_id, alert) for entry_id, alert in alerts],

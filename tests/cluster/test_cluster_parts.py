@@ -187,7 +187,7 @@ def test_an_alert_is_appended_once_from_a_cluster_pipeline(cluster: Cluster) -> 
         cluster.node(port).script_flush()
     for _ in range(2):
         pipe = r.pipeline(transaction=False)
-        bus.publish_alert_once(pipe, "r1:1-0:0", {"id": "r1:1-0:0", "msg": "up"})
+        bus.publish_alerts_once(pipe, [("r1:1-0:0", {"id": "r1:1-0:0", "msg": "up"})])
         pipe.hset(keys.QUOTES, "NSE:INFY", "{}")  # another node, same round
         results = pipe.execute(raise_on_error=False)
         assert not any(isinstance(x, Exception) for x in results), results

@@ -187,10 +187,10 @@ def test_unknown_page_is_a_plain_404(client: TestClient[Any], users: dict) -> No
 
 def test_server_error_page_leaks_nothing(client: TestClient[Any], users: dict,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(_quotes: object) -> list:
+    def explode(*_args: object) -> list:
         raise RuntimeError("internal detail sk-123")
 
-    monkeypatch.setattr(pages, "quote_views", explode)
+    monkeypatch.setattr(pages.watchlist, "watchlist_context", explode)
     login(client, "alice", users["alice"])
     page = client.get("/", headers=HTML)
     assert page.status_code == 500 and "Something went wrong" in page.text
