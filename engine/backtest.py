@@ -10,6 +10,11 @@ renews the entry's idle time with each progress write; a restarted worker (same 
 name) redoes its own pending jobs first, and another worker takes over a job whose entry
 stayed idle for ``backtest_claim_idle_ms`` (its worker died). A job that was picked up more
 than ``backtest_max_attempts`` times is reported failed rather than tried again.
+
+Redis down or refusing writes (``bus.TRANSIENT_ERRORS``: maxmemory, a read-only replica, ...)
+is waited out: the job stays pending and the worker retries each second. A run cut short by
+it is not counted as another attempt, and an outcome Redis refused to store is kept and
+written on the retry, not computed again.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ log = logging.getLogger(__name__)
 
 JOBS, GROUP = keys.BACKTEST_JOBS, keys.BACKTEST_GROUP
 CLAIM_EVERY_S = 5.0
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class BacktestSettings(BaseSettings):
@@ -66,6 +70,10 @@ class Worker:
         self.consumer = s.backtest_consumer
         self.holidays = frozenset(s.engine_holidays)
         self._next_claim = 0.0
+        # Pending entries this worker counted an attempt for, and outcomes it could not store,
+        # both because Redis failed it (TRANSIENT_ERRORS); forgotten at the ack.
+        self._counted: set[str] = set()
+        self._unwritten: dict[str, dict[str, str]] = {}
 
     def run(self) -> None:
         started = False
@@ -89,8 +97,8 @@ class Worker:
                                                block_ms=self.s.backtest_block_ms))
             except Stopping:
                 break
-            except REDIS_DOWN as exc:
-                log.warning("redis unavailable (%s); retrying in 1 s", exc)
+            except bus.TRANSIENT_ERRORS as exc:
+                log.warning("redis unavailable or refusing writes (%s); retrying in 1 s", exc)
                 self.rt.stats.inc("redis_errors")
                 started = False  # the group may be gone (a flushed or new Redis)
                 time.sleep(1.0)
@@ -108,36 +116,46 @@ class Worker:
             self.handle(entry_id, fields)
 
     def handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        """One job, to its outcome, then the ack. Redis errors and a stop leave it pending;
-        anything else fails the job (logged) and acks it."""
+        """One job, to its outcome, then the ack. A transient Redis error (also one refusing
+        the outcome) and a stop leave it pending; anything else fails the job (logged) and
+        acks it."""
         user, job_id = fields.get("user", ""), fields.get("id", "")
         key = keys.backtest(user, job_id)
         try:
             self.answer(entry_id, key)
-        except (Stopping, *REDIS_DOWN):
+        except (Stopping, *bus.TRANSIENT_ERRORS):
             raise
         except Exception:
             log.exception("backtest %s of %s failed", job_id, user)
             self.rt.stats.inc("jobs_failed")
-            self.finish(key, status="failed",
+            self.finish(entry_id, key, status="failed",
                         error="the backtest worker hit an internal error (it is logged)")
         self.r.xack(JOBS, GROUP, entry_id)
+        self._counted.discard(entry_id)
+        self._unwritten.pop(entry_id, None)
 
     def answer(self, entry_id: str, key: str) -> None:
         raw: Any = self.r.hgetall(key)
         if not raw or raw.get("status") in ("done", "failed"):
             return  # expired, or finished before a crash kept it from being acked
+        if entry_id in self._unwritten:
+            self.finish(entry_id, key, **self._unwritten[entry_id])
+            return
         if "picked_ms" not in raw and now_ms() - int(raw.get("requested_ms") or 0) \
                 > MAX_QUEUED_S * 1000:
-            self.finish(key, status="failed",
+            self.finish(entry_id, key, status="failed",
                         error=f"no backtest worker picked the job up within "
                               f"{MAX_QUEUED_S / 60:.0f} minutes")
             return
-        attempts = int(self.r.hincrby(key, "attempts", 1))  # type: ignore[arg-type]
+        if entry_id in self._counted:  # a retry after a Redis error: still the same attempt
+            attempts = int(raw.get("attempts") or 1)
+        else:
+            attempts = int(self.r.hincrby(key, "attempts", 1))  # type: ignore[arg-type]
+            self._counted.add(entry_id)
         if attempts > self.s.backtest_max_attempts:
             self.rt.stats.inc("jobs_failed")
             stops = attempts - 1
-            self.finish(key, status="failed",
+            self.finish(entry_id, key, status="failed",
                         error=f"the backtest worker stopped {stops} time{'s' if stops > 1 else ''}"
                               " while running this job; it was not tried again")
             return
@@ -149,7 +167,7 @@ class Worker:
         try:
             job = parse_job(raw.get("job", ""))
         except JobError as exc:
-            self.finish(key, status="failed", error=f"bad job: {exc}")
+            self.finish(entry_id, key, status="failed", error=f"bad job: {exc}")
             return
         next_write = [time.monotonic() + PROGRESS_S]
 
@@ -171,7 +189,8 @@ class Worker:
                              holidays=self.holidays, max_shown=self.s.backtest_max_shown,
                              progress=progress)
         except CsvError as exc:
-            self.finish(key, status="failed", error=f"the file cannot be used: {exc}")
+            self.finish(entry_id, key, status="failed",
+                        error=f"the file cannot be used: {exc}")
             return
         except Stopping:
             self.r.hset(key, mapping={"status": "queued", "progress": 0})
@@ -181,18 +200,23 @@ class Worker:
         self.rt.stats.inc("prices", result["prices"])
         log.info("backtest of rule %s over %d prices: %d firings in %d ms", job.rule.id,
                  result["prices"], result["count"], result["elapsed_ms"])
-        self.finish(key, status="done", result=orjson.dumps(result).decode())
+        self.finish(entry_id, key, status="done", result=orjson.dumps(result).decode())
 
-    def finish(self, key: str, **fields: str) -> None:
-        """The outcome in one MULTI; the uploaded file is dropped, the hash kept a while."""
+    def finish(self, entry_id: str, key: str, **fields: str) -> None:
+        """The outcome in one MULTI; the uploaded file is dropped, the hash kept a while.
+        An outcome a transient Redis error kept out is kept for the retry of the entry."""
         at_ms = now_ms()
         outcome: dict[str, str | int] = {**fields, "done_ms": at_ms, "hb_ms": at_ms,
                                          "progress": 100}
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
-            pipe.hdel(key, "csv")
-            pipe.expire(key, keys.BACKTEST_TTL_S)
-            pipe.execute()
+        try:
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
+                pipe.hdel(key, "csv")
+                pipe.expire(key, keys.BACKTEST_TTL_S)
+                pipe.execute()
+        except bus.TRANSIENT_ERRORS:
+            self._unwritten[entry_id] = fields
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:

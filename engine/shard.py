@@ -46,12 +46,9 @@ QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a
 # the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms; while
 # quotes are due the loop's read does not block, so the chunks follow each other when idle.
 QUOTES_PER_FLUSH = 100
-# Redis errors a shard waits out (retrying each second) rather than exits on: no server, a
-# server loading its data or refusing writes (maxmemory with noeviction: OOM), a cluster
-# without a quorum or moving a slot. What a refused write held back stays queued (flush).
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-             redis.exceptions.OutOfMemoryError, redis.exceptions.ClusterDownError,
-             redis.exceptions.TryAgainError)
+# Redis errors a shard waits out (retrying each second) rather than exits on (bus lists
+# them). What a refused write held back stays queued (flush).
+TRANSIENT = bus.TRANSIENT_ERRORS
 
 
 class EngineSettings(BaseSettings):

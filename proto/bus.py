@@ -33,6 +33,15 @@ Entry = tuple[str, Fields]
 # The cluster scheme of a URL, and the scheme redis-py's cluster client takes instead.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
+# Redis errors a worker waits out (retrying) rather than exits on or blames a message for: no
+# server, a server loading its data or refusing writes (maxmemory with noeviction: OOM; a
+# replica after a failover: READONLY), a cluster without a quorum or moving a slot. Retried
+# later the same command can succeed (one that timed out may also have been carried out).
+TRANSIENT_ERRORS = (
+    redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+
 
 class RedisUnavailable(RuntimeError):
     """Redis did not answer; the message says where we tried."""

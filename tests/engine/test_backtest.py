@@ -1,7 +1,8 @@
 """The backtest worker as a real subprocess against a real Redis: over the ticks of a stream a
 backtest makes exactly the firings the live shard and ``stormalert replay`` make over the
 same ticks; a worker killed with SIGKILL mid-job leaves a job that a restarted or another
-worker finishes, or reports failed, never one that waits forever."""
+worker finishes, or reports failed, never one that waits forever; Redis refusing writes
+(maxmemory) leaves a job pending, not failed, until its outcome can be stored."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,8 @@ def big_job(world: redis.Redis, n: int) -> tuple[dict[str, Any], list[Tick]]:
     return RULES[1], [t for t in ticks if t.sym == SYM]
 
 
-def kill_mid_job(world: redis.Redis, proc: Any, queue: Any,
-                 sig: int = signal.SIGKILL) -> str:
-    """Queue a job and SIGKILL the worker the moment it marks the job running (a keyspace
+def on_running(world: redis.Redis, queue: Any, act: Callable[[], object]) -> str:
+    """Queue a job and ``act()`` the moment the worker marks it running (a keyspace
     notification: the job itself takes a few hundred ms); returns the job's key."""
     db = world.connection_pool.connection_kwargs.get("db", 0)
     world.config_set("notify-keyspace-events", "Kh")
@@ -230,11 +230,22 @@ def kill_mid_job(world: redis.Redis, proc: Any, queue: Any,
             message = pubsub.get_message(timeout=1.0)
             if message and message["type"] == "message":
                 events.append(message["data"])
-        proc.send_signal(sig)
-        assert proc.wait(10) == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+        act()
     finally:
         pubsub.close()
         world.config_set("notify-keyspace-events", "")
+    return key
+
+
+def kill_mid_job(world: redis.Redis, proc: Any, queue: Any,
+                 sig: int = signal.SIGKILL) -> str:
+    """Queue a job and SIGKILL the worker the moment it marks the job running; returns the
+    job's key."""
+    def kill() -> None:
+        proc.send_signal(sig)
+        assert proc.wait(10) == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+
+    key = on_running(world, queue, kill)
     raw = world.hgetall(key)
     assert raw["status"] == ("running" if sig == signal.SIGKILL else "queued"), raw
     assert "result" not in raw
@@ -282,5 +293,62 @@ def test_sigterm_mid_job_leaves_it_queued_for_the_next_start(world, worker):
                        signal.SIGTERM)
     assert world.hget(key, "attempts") == "0"  # a clean stop is not held against the job
     worker("bt-a")
+    assert result_of(world, key, timeout_s=60)["count"] == len(replayed(rule, mine))
+    assert world.hget(key, "attempts") == "1"
+
+
+def test_redis_refusing_the_outcome_leaves_the_job_pending_until_it_is_stored(world, worker,
+                                                                              tmp_path):
+    """Redis near its maxmemory (noeviction) takes the job's small writes but refuses its
+    ~3 MB result (a command's own size counts against the limit), where it would take a
+    small "failed" note. The job stays pending, the worker keeps the outcome and retries,
+    and once Redis takes writes again the job ends done: computed once, one attempt."""
+    ticks = walk(120_000, int(time.time() * 1000) - 6 * 3_600_000, seed=3)
+    write_ticks(world, ticks, keys.ticks(SHARD), per_entry=100)
+    rule = RULES[2]  # window_pct: ~38k firings, all listed
+    expected = replayed(rule, [t for t in ticks if t.sym == SYM])
+    worker("bt-a", STORMALERT_BACKTEST_MAX_SHOWN="100000")
+    log = tmp_path / "bt-a-0.log"
+    world.config_set("maxmemory-policy", "noeviction")
+    world.config_set("maxmemory", int(world.info("memory")["used_memory"]) + 1024 * 1024)
+    try:
+        key = queue_job(world, "alice", Job(rule=parse_rule(rule, user="alice"), source="days",
+                                            days=1), "oom-outcome-0001")
+        wait_for(lambda: log.read_text().count("retrying in 1 s") >= 3
+                 or world.hget(key, "status") == "failed", timeout_s=60,
+                 what="the worker to retry the refused outcome")
+        raw = world.hgetall(key)
+        assert raw["status"] == "running" and "result" not in raw, raw
+        assert world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 1
+        assert "maxmemory" in log.read_text()
+    finally:
+        world.config_set("maxmemory", 0)
+    result = result_of(world, key, timeout_s=30)
+    assert firings(result) == expected and len(expected) > 30_000
+    assert world.hget(key, "attempts") == "1"
+    assert log.read_text().count(f"backtest of rule {rule['id']} over") == 1
+    wait_for(lambda: world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 0,
+             what="the job acked")
+
+
+def test_redis_refusing_writes_mid_job_is_waited_out_not_counted_as_an_attempt(world, worker,
+                                                                              tmp_path):
+    """Redis starts refusing every write (maxmemory below its use) while a job runs: the job
+    stays pending through the worker's retries and, once Redis takes writes again, ends
+    done; the run cut short is not held against it (one attempt allowed here)."""
+    rule, mine = big_job(world, 120_000)
+    worker("bt-a", STORMALERT_BACKTEST_MAX_ATTEMPTS="1")
+    log = tmp_path / "bt-a-0.log"
+    world.config_set("maxmemory-policy", "noeviction")
+    try:
+        key = on_running(world, queuer(world, rule, "oom-mid-job-0001"), lambda: world.config_set(
+            "maxmemory", int(world.info("memory")["used_memory"]) // 2))
+        wait_for(lambda: log.read_text().count("retrying in 1 s") >= 3
+                 or world.hget(key, "status") == "failed", timeout_s=60,
+                 what="the worker to retry the refused writes")
+        assert world.hget(key, "status") == "running"
+        assert world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 1
+    finally:
+        world.config_set("maxmemory", 0)
     assert result_of(world, key, timeout_s=60)["count"] == len(replayed(rule, mine))
     assert world.hget(key, "attempts") == "1"
