@@ -392,6 +392,7 @@ class Shard:
                 except TRANSIENT as exc:
                     log.warning("redis unavailable (%s); retrying in 1 s", exc)
                     self.rt.stats.inc("redis_errors")
+                    bus.wait_out(self.r, exc)
                     time.sleep(1.0)
             if started:
                 self.stop_checkpoints()

@@ -43,6 +43,16 @@ TRANSIENT_ERRORS = (
     redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
 
 
+def wait_out(r: Any, exc: BaseException) -> None:
+    """After a ``TRANSIENT_ERRORS`` error, before the caller sleeps and retries: on READONLY
+    (the server behind the address was demoted in a failover) drop the pooled connections, so
+    the retry connects anew and finds the new primary; a plain client would otherwise keep
+    asking the replica it is still connected to (only Sentinel clients reconnect on it)."""
+    pool = getattr(r, "connection_pool", None)
+    if isinstance(exc, redis.exceptions.ReadOnlyError) and pool is not None:
+        pool.disconnect()
+
+
 class RedisUnavailable(RuntimeError):
     """Redis did not answer; the message says where we tried."""
 
