@@ -110,13 +110,61 @@ class Pipeline:
             self.stop(name)
 
 
-def measure_rate(r: redis.Redis, shards: int, seconds: float) -> float:
-    """Ticks/s evaluated by all shards over ``seconds``, from their heartbeat counters."""
+def measure_rate(r: redis.Redis, shards: int, seconds: float,
+                 procs: dict[str, subprocess.Popen[bytes]]) -> tuple[float, str]:
+    """Ticks/s evaluated by all shards over ``seconds``, from their heartbeat counters, and
+    each process's CPU time per evaluated tick meanwhile (where a tick's CPU goes)."""
     time.sleep(4.0)  # warm up, and let heartbeats (every 2 s) move
     n0, t0 = engine_ticks(r, shards)
+    cpu0 = {name: cpu_seconds(p.pid) for name, p in procs.items()}
     time.sleep(seconds)
     n1, t1 = engine_ticks(r, shards)
-    return (n1 - n0) / max(t1 - t0, 1e-6)
+    cpu1 = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    ticks = max(n1 - n0, 1)
+    used = {name: (cpu1[name] - cpu0[name]) / ticks * 1e6 for name in procs}
+    split = " ".join(f"{name}={us:.2f}" for name, us in used.items())
+    return (n1 - n0) / max(t1 - t0, 1e-6), f"{sum(used.values()):.2f} µs ({split})"
+
+
+def ingest_counters(r: redis.Redis) -> tuple[int, int, int, float]:
+    """Ingest's ticks received, ticks written and ticks dropped so far, and its beat's time."""
+    b = beat(r, "ingest-sim")
+    c = b.get("counters", {})
+    return c.get("ticks", 0), c.get("written", 0), c.get("drops", 0), b.get("at", 0.0)
+
+
+def probe(r: redis.Redis, pipe: Pipeline, shards: int, rate: float, symbols: int,
+          seconds: float) -> tuple[bool, str]:
+    """Run the simulator at ``rate`` and tell whether the pipeline sustains it: the feed's
+    ticks all arrive (ingest receives at least 95% of the rate asked: a simulator short of
+    CPU sends fewer), none is dropped, and the engines evaluate at least 97% of what ingest
+    wrote (a backlog growing by more than 3% of the rate does not count as sustained)."""
+    pipe.restart_sim(rate, symbols)
+    time.sleep(6.0)  # ingest reconnects, queues settle
+    got0, wrote0, drops0, at0 = ingest_counters(r)
+    n0, t0 = engine_ticks(r, shards)
+    time.sleep(seconds)
+    got1, wrote1, drops1, at1 = ingest_counters(r)
+    n1, t1 = engine_ticks(r, shards)
+    span = max(at1 - at0, 1e-6)
+    received, written, dropped = (got1 - got0) / span, (wrote1 - wrote0) / span, drops1 - drops0
+    evaluated = (n1 - n0) / max(t1 - t0, 1e-6)
+    ok = received >= 0.95 * rate and dropped == 0 and evaluated >= 0.97 * written
+    return ok, (f"{rate / 1000:,.0f}k: received {received:,.0f}/s, dropped {dropped:,}, "
+                f"evaluated {evaluated:,.0f}/s {'ok' if ok else 'not sustained'}")
+
+
+def find_sustained(r: redis.Redis, pipe: Pipeline, shards: int, top: float, symbols: int,
+                   seconds: float, probes: int) -> tuple[float, list[str]]:
+    """The highest simulator rate (bisection between 0 and ``top``, ``probes`` runs) the
+    pipeline sustains, and what each probe saw."""
+    low, high, seen = 0.0, top, []
+    for _ in range(probes):
+        rate = round((low + high) / 2, -3) if low else round(high / 2, -3)
+        ok, line = probe(r, pipe, shards, rate, symbols, seconds)
+        seen.append(line)
+        low, high = (rate, high) if ok else (low, rate)
+    return low, seen
 
 
 def engine_capacity(r: redis.Redis, shards: int, total: int, batch: int = 50) -> float:
@@ -265,6 +313,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rules", type=int, default=100_000)
     p.add_argument("--rate", type=float, default=60_000, help="the simulator's rate, phase 1")
     p.add_argument("--fill", type=int, default=300_000, help="ticks for the engine-only phase")
+    p.add_argument("--probes", type=int, default=5,
+                   help="simulator rates tried to find the highest sustained one (0: skip)")
     args = p.parse_args(argv)
     shards = 2
     print(f"# pipeline benchmark on {machine()}")
@@ -284,11 +334,22 @@ def main(argv: list[str]) -> int:
             seed_rules(r, args.rules, symbols)
             pipe.start_engines()
             wait_ready(r, pipe.procs, shards)
-            rate = measure_rate(r, shards, args.seconds)
+            assert server.proc is not None
+            rate, per_tick = measure_rate(r, shards, args.seconds,
+                                          {**pipe.procs, "redis": server.proc})
             counters = beat(r, "ingest-sim").get("counters", {})
             print(f"sim → ingest → {shards} shards → alerts: {rate:,.0f} ticks/s "
                   f"(sim asked for {args.rate:,.0f}/s over {len(symbols)} symbols, "
                   f"{args.rules} rules; ingest drops so far: {counters.get('drops', 0)})")
+            print(f"  CPU per evaluated tick, all processes: {per_tick}")
+            if args.probes:
+                best, seen = find_sustained(r, pipe, shards, args.rate, args.symbols,
+                                            max(args.seconds / 2, 8.0), args.probes)
+                print(f"highest sustained rate (no tick dropped, the engines keeping up): "
+                      f"{best:,.0f} ticks/s" if best else
+                      "highest sustained rate: none of the rates probed")
+                for line in seen:
+                    print(f"  probe {line}")
 
             pipe.stop("ingest")
             pipe.stop("sim")
@@ -313,7 +374,6 @@ def main(argv: list[str]) -> int:
             wait_ready(r, pipe.procs, shards)
             pipe.start_sim(10_000, args.symbols)
             pipe.start_ingest()
-            assert server.proc is not None
             r.config_set("slowlog-log-slower-than", 2000)
             since_us = int(time.time() * 1_000_000)
             lat, got_rate, cpu = measure_latency(r, shards, args.seconds,
