@@ -77,14 +77,40 @@ def user_rules(name: str) -> str:
     return f"sa:user:{{{name}}}:rules"
 
 
+def user_token(name: str, token_id: str) -> str:
+    """One API token's record, JSON {name, hash (sha256 hex of the token), created (epoch s),
+    expires (epoch s, null: never), used_ms (epoch ms of the last request it authenticated,
+    at most a minute old), used_from (that request's client address)}. A token that expires
+    has a Redis TTL ``API_TOKEN_KEPT_S`` past its expiry. The token itself is never stored."""
+    return f"sa:user:{{{name}}}:token:{token_id}"
+
+
+def user_token_ids(name: str) -> str:
+    """Set of a user's API token ids; an id whose ``user_token`` record is gone (expired
+    past ``API_TOKEN_KEPT_S``) is dropped when the list is next read."""
+    return f"sa:user:{{{name}}}:token_ids"
+
+
+def api_token(digest: str) -> str:
+    """sha256 hex of an API token -> "USER:TOKEN_ID", the look-up of a bearer token, with the
+    record's TTL. Valid only while the user's ``user_token`` record holds the same hash
+    (written first, removed last)."""
+    return f"sa:tokens:hash:{digest}"
+
+
+# How long an expired token's record and index entry stay (listed as expired) before Redis
+# removes them.
+API_TOKEN_KEPT_S = 14 * 24 * 3600
+
+
 def user_tokens(name: str) -> str:
-    """Hash of a user's API tokens: token id -> JSON {name, hash (sha256 hex of the token),
-    created (epoch s)}. The token itself is never stored."""
+    """Before token expiry: hash of a user's API tokens, token id -> JSON {name, hash,
+    created}. Read only to move such tokens to ``user_token`` records (web.tokens)."""
     return f"sa:user:{{{name}}}:tokens"
 
 
-# Hash: sha256 hex of an API token -> "USER:TOKEN_ID", the look-up of a bearer token. Valid
-# only while the user's ``user_tokens`` entry holds the same hash (written first, removed last).
+# Before token expiry: hash, sha256 hex of an API token -> "USER:TOKEN_ID" (now
+# ``api_token``). Read only to move old tokens to the new keys.
 API_TOKENS = "sa:tokens"
 
 

@@ -25,6 +25,7 @@ from litestar.types import ExceptionHandlersMap
 
 from proto.store import StoreError
 from web.session import LOGIN_PATH
+from web.tokens import TokenExpired
 
 log = logging.getLogger("stormalert.web")
 
@@ -66,7 +67,7 @@ def error_response(request: Req, status: int, detail: str | None = None) -> Resp
     return Response({"status": status, "detail": detail or title}, status_code=status)
 
 
-def on_not_authorized(request: Req, _exc: NotAuthorizedException) -> Response[Any]:
+def on_not_authorized(request: Req, exc: NotAuthorizedException) -> Response[Any]:
     if request.headers.get("hx-request"):
         return Response(None, status_code=HTTP_401_UNAUTHORIZED,
                         headers={"HX-Redirect": LOGIN_PATH})
@@ -75,7 +76,9 @@ def on_not_authorized(request: Req, _exc: NotAuthorizedException) -> Response[An
         if request.url.query:
             target += "?" + request.url.query
         return Redirect(LOGIN_PATH if target == "/" else f"{LOGIN_PATH}?next={quote(target)}")
-    return error_response(request, HTTP_401_UNAUTHORIZED, "authentication required")
+    # An expired API token is told apart, so its script's owner knows to make a new one.
+    detail = exc.detail if isinstance(exc, TokenExpired) else "authentication required"
+    return error_response(request, HTTP_401_UNAUTHORIZED, detail)
 
 
 def on_http_error(request: Req, exc: HTTPException) -> Response[Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
@@ -77,6 +78,7 @@ class PasswordForm:
 @dataclass
 class TokenForm:
     name: str = ""
+    expires: str = tokens.DEFAULT_LIFETIME
 
 
 def _is_password_change(request: Request[Any, Any, Any]) -> bool:
@@ -118,18 +120,20 @@ async def render(request: Req, ar: aredis.Redis, *, errors: dict[str, str] | Non
                  new_token_name: str = "", done: str | None = None) -> Template:
     """The page; with ``errors`` (field -> message) it answers 422 and keeps what was typed
     in the fields named by ``form`` (never a channel URL or a password)."""
-    name = request.user.name
+    name, now_s = request.user.name, time.time()
     prefs = await prefs_of(ar, name)
     values = {"max_per_minute": "" if prefs.max_per_minute is None else str(prefs.max_per_minute),
-              "quiet": prefs.quiet_text(), "tag": "default", "token_name": ""}
+              "quiet": prefs.quiet_text(), "tag": "default", "token_name": "",
+              "token_expires": tokens.DEFAULT_LIFETIME}
     values.update(form or {})
     return Template("settings.html", media_type=MediaType.HTML,
                     status_code=HTTP_422_UNPROCESSABLE_ENTITY if errors else 200, context={
                         "user": request.user,
                         "channels": await channel_views(ar, name),
-                        "tokens": [{"id": t.id, "name": t.name,
-                                    "created": created_text(t.created)}
+                        "tokens": [token_view(t, now_s)
                                    for t in await tokens.list_tokens(ar, name)],
+                        "lifetimes": list(tokens.LIFETIMES_DAYS),
+                        "kept_days": keys.API_TOKEN_KEPT_S // tokens.DAY_S,
                         "errors": errors or {},
                         "values": values,
                         "new_token": new_token,
@@ -138,8 +142,20 @@ async def render(request: Req, ar: aredis.Redis, *, errors: dict[str, str] | Non
                     })
 
 
-def created_text(epoch_s: int) -> str:
+def created_text(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).astimezone(IST).strftime("%d %b %Y %H:%M IST")
+
+
+def token_view(token: tokens.TokenInfo, now_s: float) -> dict[str, Any]:
+    """A token's row: its times in IST; ``expires`` is "never" or "expired" when so."""
+    expired = token.expired(now_s)
+    return {"id": token.id, "name": token.name, "created": created_text(token.created),
+            "expired": expired,
+            "expires": "never" if token.expires is None else "expired" if expired
+            else created_text(token.expires),
+            "expired_at": created_text(token.expires) if expired and token.expires else "",
+            "last_used": None if token.used_ms is None else created_text(token.used_ms / 1000),
+            "last_used_from": token.used_from or ""}
 
 
 def back(done: str) -> Redirect:
@@ -249,10 +265,11 @@ async def change_password(request: Req, data: Annotated[PasswordForm, Form],
 async def create_token(request: Req, data: Annotated[TokenForm, Form],
                        ar: NamedDependency[aredis.Redis]) -> Template:
     try:
-        token, info = await tokens.create_token(ar, request.user.name, data.name)
+        token, info = await tokens.create_token(ar, request.user.name, data.name,
+                                                data.expires)
     except store.StoreError as exc:
         return await render(request, ar, errors={"token": str(exc)},
-                            form={"token_name": data.name})
+                            form={"token_name": data.name, "token_expires": data.expires})
     # Shown in this answer only (never stored, nor put in a URL); the page is not cached.
     return await render(request, ar, new_token=token, new_token_name=info.name)
 

@@ -50,8 +50,9 @@ def test_token_is_shown_once_and_stored_only_as_a_hash(alice: TestClient[Any],
     assert token not in again and "trading bot" in again
     dump = {key: r.dump(key) for key in r.scan_iter("*")}
     assert not any(token.encode() in (value or b"") for value in dump.values())
-    [(token_id, _record)] = r.hgetall(keys.user_tokens("alice")).items()
-    assert r.hget(keys.API_TOKENS, tokens.token_hash(token)) == f"alice:{token_id}"
+    [token_id] = r.smembers(keys.user_token_ids("alice"))
+    assert r.get(keys.api_token(tokens.token_hash(token))) == f"alice:{token_id}"
+    assert tokens.token_hash(token) in r.get(keys.user_token("alice", token_id))
 
 
 def test_bearer_token_authenticates_api_routes_as_its_owner(
@@ -119,13 +120,14 @@ def test_other_authorization_schemes_leave_the_cookie_in_charge(alice: TestClien
 def test_revoked_token_stops_working(alice: TestClient[Any], r: redis.Redis) -> None:
     token = make_token(alice)
     keep = make_token(alice, "second")
-    [token_id] = [tid for tid, raw in r.hgetall(keys.user_tokens("alice")).items()
-                  if tokens.token_hash(token) in raw]
+    token_id = r.get(keys.api_token(tokens.token_hash(token))).partition(":")[2]
     page = alice.get("/settings", headers=HTML)
     revoked = alice.post(f"/settings/tokens/{token_id}/delete", follow_redirects=False,
                          data={"_csrf_token": csrf_token(page.text)})
     assert revoked.status_code == 303
-    assert r.hget(keys.API_TOKENS, tokens.token_hash(token)) is None
+    assert r.get(keys.api_token(tokens.token_hash(token))) is None
+    assert not r.exists(keys.user_token("alice", token_id))
+    assert token_id not in r.smembers(keys.user_token_ids("alice"))
     assert alice.get("/settings", headers=HTML).text.count('data-token="') == 1
     alice.cookies.clear()
     assert alice.get("/api/alerts", headers=bearer(token)).status_code == 401
@@ -147,7 +149,8 @@ def test_token_of_a_deleted_or_disabled_user_is_refused(alice: TestClient[Any],
 def test_a_half_written_index_entry_is_not_a_token(client: TestClient[Any],
                                                    users: dict[str, str], r: redis.Redis) -> None:
     token = "sat_" + "B" * 43
-    r.hset(keys.API_TOKENS, tokens.token_hash(token), "alice:0123456789ab")  # no record
+    r.set(keys.api_token(tokens.token_hash(token)), "alice:0123456789ab")  # no record
+    r.hset(keys.API_TOKENS, tokens.token_hash(token), "alice:0123456789ab")  # nor before
     assert client.get("/api/alerts", headers=bearer(token)).status_code == 401
 
 
