@@ -53,6 +53,8 @@ def test_symbol_page_and_dashboard_in_a_browser(
                        params={"level": 1510}))
     store_rule(r, Rule(id="chn", user="alice", symbol="NSE:INFY", kind="channel",
                        params={"low": 1470, "high": 1530}))
+    store_rule(r, Rule(id="far", user="alice", symbol="NSE:INFY", kind="cross_above",
+                       params={"level": 3000}))
     add_alert(r, "alice", "crossed", sym="NSE:INFY")
     r.hset(keys.INSTRUMENTS, "NSE:SBIN", "{}")
     server = WebServer(redis_url, tmp_path).start()
@@ -67,7 +69,11 @@ def test_symbol_page_and_dashboard_in_a_browser(
         assert browser.evaluate(CANVASES) >= 1
         assert browser.evaluate(
             "window.stormChart.series.priceLines().map(l => l.options().price)") == [
-            1470, 1510, 1530]
+            1470, 1510, 1530, 3000]
+        # The scale stretches from the candles (1487-1502) to the levels near them, not to
+        # the one twice the price away.
+        shown = browser.evaluate("window.stormChart.chart.priceScale('right').getVisibleRange()")
+        assert shown["from"] <= 1470 and 1530 <= shown["to"] < 2000, shown
         assert browser.evaluate("window.stormChart.markers.markers().length") == 1
         assert browser.evaluate("window.stormChart.series.data().length") == 4
         assert wait_for(lambda: browser.evaluate(

@@ -10,6 +10,9 @@
   const data = JSON.parse(root.dataset.chart);
   const statusEl = document.getElementById("status");
   const IST_S = 19800; // the axis shows IST: times are shifted, as the library draws UTC
+  // The price scale stretches to show the user's levels within this share of the candles'
+  // price; levels further away (which would squash the candles flat) are listed below.
+  const NEAR_LEVELS = 0.1;
   const RETRY_MS = 3000;
   const MAX_MARKERS = 200;
 
@@ -35,8 +38,28 @@
     timeScale: { timeVisible: true, secondsVisible: false },
     rightPriceScale: { borderColor: css("--line") },
   });
+  const levelPrices = data.levels.map((l) => l.price);
+
+  // The candles' range, widened to the levels near it, so a trader sees how far the price
+  // is from the levels their rules watch.
+  function withLevels(original) {
+    const res = original();
+    if (res === null || !levelPrices.length) return res;
+    const range = res.priceRange;
+    const mid = (range.minValue + range.maxValue) / 2;
+    let low = range.minValue, high = range.maxValue;
+    levelPrices.forEach((p) => {
+      if (Math.abs(p - mid) <= Math.abs(mid) * NEAR_LEVELS) {
+        low = Math.min(low, p);
+        high = Math.max(high, p);
+      }
+    });
+    return { priceRange: { minValue: low, maxValue: high }, margins: res.margins };
+  }
+
   const series = chart.addSeries(LC.CandlestickSeries, {
     upColor: up, downColor: down, borderVisible: false, wickUpColor: up, wickDownColor: down,
+    autoscaleInfoProvider: withLevels,
   });
 
   function candle(bar) {
