@@ -79,6 +79,8 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     # Market data and empty forms: the same for everybody signed in.
     ("GET", "/api/quotes"): SIGNED_IN,
     ("GET", "/api/bars/{sym}"): SIGNED_IN,
+    ("GET", "/api/symbols"): SIGNED_IN,
+    ("GET", "/symbol-options"): SIGNED_IN,
     ("GET", "/feeds/banner"): SIGNED_IN,
     ("GET", "/rules/new"): SIGNED_IN,
     ("GET", "/rules/params"): SIGNED_IN,

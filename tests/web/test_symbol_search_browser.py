@@ -1,0 +1,108 @@
+"""Symbol suggestions in a real browser (Debian's chromium, as in test_browser.py): typing in
+the rules form's symbol box, the watchlist's add box and the alert history's filter fills
+each box's <datalist> from /symbol-options, over a master of 9000 instruments. Skipped when
+chromium is not installed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from proto import keys
+from tests.web.browser import CHROMIUM, Browser
+from tests.web.conftest import login
+from tests.web.server import WebServer, wait_for
+from web.session import COOKIE
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chromium")
+
+NAMED = {"NSE:INFY": "INFOSYS", "BSE:INFY": "INFOSYS", "NSE:INFIBEAM": "INFIBEAM AVENUES",
+         "NSE:TCS": "TATA CONSULTANCY SERV LT", "NSE:NIFTY 50": "NIFTY 50",
+         "NSE:NIFTY BANK": "NIFTY BANK", "NSE:RELIANCE": "RELIANCE INDUSTRIES"}
+
+
+def load_master(r: redis.Redis, size: int = 9000) -> None:
+    """The named instruments among ``size`` made-up ones (several holding "INF" inside)."""
+    records: dict[Any, Any] = {
+        f"NSE:S{i:04d}{'INF' if i % 7 == 0 else ''}": orjson.dumps({"tok": str(i)})
+        for i in range(size - len(NAMED))}
+    for i, (sym, name) in enumerate(NAMED.items()):
+        records[sym] = orjson.dumps({"tok": str(size + i), "src": "sim", "name": name})
+    r.hset(keys.INSTRUMENTS, mapping=records)
+    assert r.hlen(keys.INSTRUMENTS) == size
+
+
+def options(datalist: str) -> str:
+    return (f"Array.from(document.querySelectorAll('#{datalist} option'))"
+            ".map(o => [o.value, o.textContent])")
+
+
+def type_into(browser: Browser, box: str, text: str) -> None:
+    """Key by key as a person types (each character an input event), into an empty box."""
+    browser.evaluate(f"document.getElementById('{box}').value = ''")
+    browser.evaluate(f"document.getElementById('{box}').focus()")
+    for char in text:
+        browser.call("Input.insertText", text=char)
+
+
+def offered(browser: Browser, datalist: str, symbol: str) -> bool:
+    return any(value == symbol for value, _label in browser.evaluate(options(datalist)) or [])
+
+
+def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: dict[str, str],
+                                        browser: Browser, tmp_path: Path) -> None:
+    load_master(r)
+    server = WebServer(redis_url, tmp_path).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            login(client, "alice", users["alice"])
+            cookie = client.cookies[COOKIE]
+
+        browser.open(f"{server.url}/rules/new", {COOKIE: cookie})
+        assert wait_for(lambda: browser.evaluate(
+            "!!document.getElementById('symbol') && !!window.htmx"))
+        assert browser.evaluate(options("symbol-options")) == []
+        type_into(browser, "symbol", "infy")
+        assert wait_for(lambda: offered(browser, "symbol-options", "NSE:INFY"))
+        assert browser.evaluate(options("symbol-options")) == [
+            ["BSE:INFY", "INFOSYS"], ["NSE:INFY", "INFOSYS"]]
+        assert browser.evaluate("document.getElementById('symbol').value") == "infy"
+        # A query with the exchange, and one with a space (an index).
+        type_into(browser, "symbol", "nse:inf")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["NSE:INFY", "INFOSYS"], ["NSE:INFIBEAM", "INFIBEAM AVENUES"]])
+        type_into(browser, "symbol", "nifty 5")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["NSE:NIFTY 50", "NIFTY 50"]])
+
+        # The watchlist's box: the suggestions go to its datalist, the section stays.
+        browser.open(f"{server.url}/", {COOKIE: cookie})
+        assert wait_for(lambda: browser.evaluate(
+            "!!document.getElementById('watch-symbol') && !!window.htmx"))
+        type_into(browser, "watch-symbol", "tc")
+        assert wait_for(lambda: offered(browser, "watch-symbols", "NSE:TCS"))
+        assert browser.evaluate("!!document.querySelector('#watchlist table.watch')")
+        # Adding the offered symbol swaps the section in; its new box suggests as well.
+        browser.evaluate("document.getElementById('watch-symbol').value = 'NSE:INFIBEAM'")
+        browser.evaluate("document.querySelector('.watch-add button').click()")
+        assert wait_for(lambda: browser.evaluate(
+            "!!document.querySelector('#quotes tr[data-sym=\"NSE:INFIBEAM\"]')"))
+        type_into(browser, "watch-symbol", "relia")
+        assert wait_for(lambda: browser.evaluate(options("watch-symbols")) == [
+            ["NSE:RELIANCE", "RELIANCE INDUSTRIES"]])
+
+        # The alert history's filter.
+        browser.open(f"{server.url}/alerts", {COOKIE: cookie})
+        assert wait_for(lambda: browser.evaluate(
+            "!!document.getElementById('f-symbol') && !!window.htmx"))
+        type_into(browser, "f-symbol", "nifty")
+        assert wait_for(lambda: offered(browser, "symbols", "NSE:NIFTY BANK"))
+        assert browser.errors == []
+    finally:
+        server.kill()
