@@ -117,3 +117,41 @@ def test_refused_connection_is_an_http_error() -> None:
         port = api.port
     with pytest.raises(http11.HTTPError, match="cannot connect"):
         run(lambda c: c.request("POST", f"http://127.0.0.1:{port}/gone", timeout_s=1.0))
+
+
+def test_a_hanging_path_does_not_hold_up_other_paths_of_its_host() -> None:
+    """Many users' webhooks share a host: one endpoint that hangs takes at most its share of
+    the host's connections, and another path on the same host is answered meanwhile."""
+    with serving() as api:
+        api.script["/hangs"] = [Answer(delay_s=2.0)] * 20
+
+        async def body(client: http11.Client) -> tuple[float, int]:
+            stuck = [asyncio.create_task(client.request("POST", f"{api.base}/hangs/x",
+                                                        timeout_s=5.0)) for _ in range(20)]
+            await asyncio.sleep(0.3)  # the hanging path holds what it may
+            started = time.monotonic()
+            other = await client.request("POST", f"{api.base}/other", timeout_s=5.0)
+            waited = time.monotonic() - started
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+            return waited, other.status
+
+        waited, status = run(body, max_connections=20)
+        assert status == 200
+        assert waited < 1.0, f"another path of the host waited {waited:.2f} s"
+        # the hanging path had its share (20 // PATH_SHARE) at once, never more
+        assert len(api.under("/hangs/")) == 20 // http11.PATH_SHARE
+
+
+def test_one_path_still_uses_its_share_of_connections_at_once() -> None:
+    with serving() as api:
+        api.script["/p"] = [Answer(delay_s=0.3)] * 10
+
+        async def body(client: http11.Client) -> float:
+            started = time.monotonic()
+            await asyncio.gather(*(client.request("POST", f"{api.base}/p") for _ in range(10)))
+            return time.monotonic() - started
+
+        assert run(body, max_connections=100) < 0.9  # 10 at once, not one after another
+        assert len({r.peer_port for r in api.under("/p")}) == 10
