@@ -207,8 +207,9 @@ class World:
         data: dict[str, Any] = {key: self.r.dump(key) for key in sorted(
             self.r.scan_iter(f"{keys.user(name)}*"))}
         data["rules"] = {rule.id: rule.to_json() for rule in store.list_rules(self.r, name)}
-        data["tokens"] = sorted(v for v in self.r.hvals(keys.API_TOKENS)
-                                if str(v).startswith(f"{name}:"))
+        data["tokens"] = sorted(
+            (key, self.r.get(key)) for key in self.r.scan_iter(keys.api_token("*"))
+            if str(self.r.get(key)).startswith(f"{name}:"))
         return data
 
     def alice_data(self) -> dict[str, Any]:
