@@ -32,17 +32,29 @@ system-deps:
 	   (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) && echo "installed$$missing"; \
 	else echo "note: missing$$missing (apt-get install$$missing as root): their tests will skip"; fi
 
-# In-process property tests (hypothesis, no subprocess, no timing): CPU-bound, so they run on
-# both cores at once (pytest-xdist: 69 s instead of 115 s on a slow day); the rest, which
-# starts processes and waits on them with deadlines, runs one test at a time.
-CPU_TESTS := tests/engine/test_bars.py tests/engine/test_book_runs.py \
+# In-process tests (property tests, route tests through TestClient, semantics tables: no
+# subprocess, no timing) run on both cores at once (pytest-xdist), 112 s instead of 163 s on a
+# slow day; the rest, which starts processes and waits on them with deadlines, runs one test
+# at a time. A test file that starts processes or measures time does not belong here.
+PARALLEL_TESTS := tests/engine/test_bars.py tests/engine/test_book_runs.py \
   tests/engine/test_kinds_checkpoint.py tests/engine/test_properties.py \
   tests/engine/test_properties_kinds.py tests/ingest/test_kite_decode.py \
-  tests/ingest/test_upstox_decode.py tests/notify/test_render.py tests/proto/test_events.py
+  tests/ingest/test_upstox_decode.py tests/notify/test_render.py tests/proto/test_events.py \
+  tests/engine/test_checkpoint_doc.py tests/engine/test_semantics.py \
+  tests/engine/test_semantics_levels.py tests/engine/test_semantics_strategies.py \
+  tests/ingest/test_sim_frames.py tests/ingest/test_sim_market.py \
+  tests/ingest/test_upstox_decode_cli.py tests/notify/test_channels_whatsapp.py \
+  tests/notify/test_storm_policy.py tests/notify/test_webhook_parity.py \
+  tests/proto/test_rule_field_errors.py tests/proto/test_rule_params.py \
+  tests/proto/test_secrets.py tests/proto/test_topology_oom.py tests/web/test_alert_page.py \
+  tests/web/test_history.py tests/web/test_metrics.py tests/web/test_routes.py \
+  tests/web/test_rules.py tests/web/test_rules_api.py tests/web/test_symbol_search.py \
+  tests/web/test_token_expiry.py tests/web/test_tokens.py tests/web/test_vendor.py \
+  tests/web/test_views.py
 
 test: install system-deps
-	$(PY) -m pytest -p no:valkey -q -n 2 --dist worksteal $(CPU_TESTS)
-	$(PY) -m pytest -p no:valkey -q --durations=15 tests $(addprefix --ignore=,$(CPU_TESTS))
+	$(PY) -m pytest -p no:valkey -q -n 2 --dist worksteal $(PARALLEL_TESTS)
+	$(PY) -m pytest -p no:valkey -q --durations=15 tests $(addprefix --ignore=,$(PARALLEL_TESTS))
 
 # The fault suite alone (`make test` runs it too): the whole system under kill -9 of each
 # process, a Redis restart, a dropped and a stalled feed, Redis refusing writes, a slow channel.
