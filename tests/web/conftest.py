@@ -22,6 +22,7 @@ from tests.notify.conftest import notifier, webhook  # noqa: F401
 from tests.web.browser import Browser, chromium
 from tests.web.server import free_port
 from web.app import create_app
+from web.session import COOKIE
 from web.settings import WebSettings
 
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "root": "root-secret-pw"}
@@ -74,6 +75,14 @@ def login(client: TestClient[Any] | httpx.Client, name: str, password: str,
     page = client.get("/login")
     form = {"username": name, "password": password, "_csrf_token": csrf_token(page.text), **extra}
     return client.post("/login", data=form, follow_redirects=False)
+
+
+def session_cookie(base_url: str, name: str, password: str) -> str:
+    """Sign in on a running server through its form; the session cookie a browser would
+    then hold."""
+    with httpx.Client(base_url=base_url) as client:
+        login(client, name, password)
+        return client.cookies[COOKIE]
 
 
 def add_alert(r: redis.Redis, user: str, msg: str, *, sym: str = "NSE:INFY",

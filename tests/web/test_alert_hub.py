@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import redis
 
 from proto.bus import aconnect
-from tests.web.conftest import add_alert, login
+from tests.web.conftest import add_alert, session_cookie
 from tests.web.server import WebServer
 from web.live import AlertHub
 from web.session import COOKIE
@@ -64,9 +63,7 @@ def test_more_streams_than_redis_connections(redis_url: str, r: redis.Redis,
     the alert, none waits for a connection of its own."""
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
 
         async def scenario() -> None:
             got: asyncio.Queue[str] = asyncio.Queue()

@@ -9,7 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import redis
@@ -19,7 +18,7 @@ from proto.rules import parse_rule
 from tests.engine.test_backtest import replayed, walk, write_ticks
 from tests.helpers import spawn, stop
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import login
+from tests.web.conftest import session_cookie
 from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
@@ -41,9 +40,7 @@ def test_the_result_replaces_the_waiting_page(redis_url: str, r: redis.Redis,
     server = WebServer(redis_url, tmp_path).start()
     worker = None
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
         browser.open(f"{server.url}/rules/a-cross/test", {COOKIE: cookie})
         assert wait_for(lambda: browser.evaluate("!!document.getElementById('bt-run')"))
         browser.evaluate("document.getElementById('days').value = '1';"

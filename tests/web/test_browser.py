@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import add_alert, login, set_quote
+from tests.web.conftest import add_alert, session_cookie, set_quote
 from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
@@ -33,9 +32,7 @@ def test_dashboard_goes_live_and_resumes_after_a_restart(
     add_alert(r, "alice", "history")
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
         browser.open(f"{server.url}/", {COOKIE: cookie})
         assert wait_for(lambda: browser.evaluate(STATUS) == "live"), browser.evaluate(STATUS)
         assert browser.evaluate(ALERT_MESSAGES) == ["history"]

@@ -9,7 +9,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -17,7 +16,7 @@ from proto import keys, store
 from proto.display import alert_path as alert_href
 from tests.notify.conftest import NotifierProc, Webhook, make_alert
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import login
+from tests.web.conftest import session_cookie
 from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
@@ -35,9 +34,7 @@ def test_alert_page_and_test_button(
     notifier()
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
         browser.open(f"{server.url}{alert_href(alert.id)}", {COOKIE: cookie})
         assert wait_for(lambda: browser.evaluate(
             "(document.querySelector('h1 .sym') || {}).textContent") == alert.sym)

@@ -8,13 +8,12 @@ import base64
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from proto import keys
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import login
+from tests.web.conftest import session_cookie
 from tests.web.rulehelp import load_instruments, stored
 from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
@@ -33,9 +32,7 @@ def test_create_a_rule_through_the_form(redis_url: str, r: redis.Redis, users: d
     load_instruments(r)
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
         browser.open(f"{server.url}/rules/new", {COOKIE: cookie})
         assert wait_for(lambda: browser.evaluate(
             "!!document.querySelector('[name=\"params.level\"]') && !!window.htmx"))

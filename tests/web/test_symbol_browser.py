@@ -10,7 +10,6 @@ import os
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import redis
@@ -19,7 +18,7 @@ from proto import keys
 from proto.events import Tick, quote_json
 from proto.rules import Rule
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import add_alert, login, set_quote
+from tests.web.conftest import add_alert, session_cookie, set_quote
 from tests.web.server import WebServer, wait_for
 from tests.web.test_symbols import market, store_rule  # noqa: F401 - the fixture
 from web.session import COOKIE
@@ -59,9 +58,7 @@ def test_symbol_page_and_dashboard_in_a_browser(
     r.hset(keys.INSTRUMENTS, "NSE:SBIN", "{}")
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
 
         open_as_phone(browser, f"{server.url}/symbols/NSE:INFY", cookie)
         assert wait_for(lambda: browser.evaluate(

@@ -9,14 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import redis
 
 from proto import keys
 from tests.web.browser import CHROMIUM, Browser
-from tests.web.conftest import login
+from tests.web.conftest import session_cookie
 from tests.web.server import WebServer, wait_for
 from web.session import COOKIE
 
@@ -51,6 +50,13 @@ def type_into(browser: Browser, box: str, text: str) -> None:
         browser.call("Input.insertText", text=char)
 
 
+def open_page(browser: Browser, url: str, cookie: str, box: str) -> None:
+    """Open a page signed in and wait for its symbol box and htmx."""
+    browser.open(url, {COOKIE: cookie})
+    assert wait_for(lambda: browser.evaluate(
+        f"!!document.getElementById('{box}') && !!window.htmx"))
+
+
 def offered(browser: Browser, datalist: str, symbol: str) -> bool:
     return any(value == symbol for value, _label in browser.evaluate(options(datalist)) or [])
 
@@ -60,13 +66,9 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
     load_master(r)
     server = WebServer(redis_url, tmp_path).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            login(client, "alice", users["alice"])
-            cookie = client.cookies[COOKIE]
+        cookie = session_cookie(server.url, "alice", users["alice"])
 
-        browser.open(f"{server.url}/rules/new", {COOKIE: cookie})
-        assert wait_for(lambda: browser.evaluate(
-            "!!document.getElementById('symbol') && !!window.htmx"))
+        open_page(browser, f"{server.url}/rules/new", cookie, "symbol")
         assert browser.evaluate(options("symbol-options")) == []
         type_into(browser, "symbol", "infy")
         assert wait_for(lambda: offered(browser, "symbol-options", "NSE:INFY"))
@@ -82,9 +84,7 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
             ["NSE:NIFTY 50", "NIFTY 50"]])
 
         # The watchlist's box: the suggestions go to its datalist, the section stays.
-        browser.open(f"{server.url}/", {COOKIE: cookie})
-        assert wait_for(lambda: browser.evaluate(
-            "!!document.getElementById('watch-symbol') && !!window.htmx"))
+        open_page(browser, f"{server.url}/", cookie, "watch-symbol")
         type_into(browser, "watch-symbol", "tc")
         assert wait_for(lambda: offered(browser, "watch-symbols", "NSE:TCS"))
         assert browser.evaluate("!!document.querySelector('#watchlist table.watch')")
@@ -98,9 +98,7 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
             ["NSE:RELIANCE", "RELIANCE INDUSTRIES"]])
 
         # The alert history's filter.
-        browser.open(f"{server.url}/alerts", {COOKIE: cookie})
-        assert wait_for(lambda: browser.evaluate(
-            "!!document.getElementById('f-symbol') && !!window.htmx"))
+        open_page(browser, f"{server.url}/alerts", cookie, "f-symbol")
         type_into(browser, "f-symbol", "nifty")
         assert wait_for(lambda: offered(browser, "symbols", "NSE:NIFTY BANK"))
         assert browser.errors == []
