@@ -46,9 +46,6 @@ QUOTES_EVERY_S = 0.25  # the quote cache feeds a dashboard that refreshes once a
 # the main part of the p99 tick→alert latency. A chunk of this size takes ~0.5-1 ms; while
 # quotes are due the loop's read does not block, so the chunks follow each other when idle.
 QUOTES_PER_FLUSH = 100
-# Redis errors a shard waits out (retrying each second) rather than exits on (bus lists
-# them). What a refused write held back stays queued (flush).
-TRANSIENT = bus.TRANSIENT_ERRORS
 
 
 class EngineSettings(BaseSettings):
@@ -389,7 +386,7 @@ class Shard:
                                              block_ms=block_ms)
                     if entries:
                         self.process(entries)
-                except TRANSIENT as exc:
+                except bus.TRANSIENT_ERRORS as exc:  # waited out; a refused write stays queued
                     log.warning("redis unavailable (%s); retrying in 1 s", exc)
                     self.rt.stats.inc("redis_errors")
                     bus.wait_out(self.r, exc)

@@ -91,10 +91,6 @@ class Catalogue:
     def from_records(cls, records: Mapping[str, str]) -> Catalogue:
         return cls([make_entry(sym, instrument_name(rec)) for sym, rec in records.items()])
 
-    @classmethod
-    def of(cls, symbols: list[str]) -> Catalogue:
-        return cls([make_entry(sym) for sym in symbols])
-
     def search(self, query: str, limit: int = DEFAULT_LIMIT) -> list[Entry]:
         """At most ``limit`` (1..MAX_LIMIT) entries matching ``query``, best first."""
         q = normalise_query(query)

@@ -177,6 +177,13 @@ async def _move_old_tokens(ar: aredis.Redis, user: str, old: dict[str, str]) -> 
     log.info("moved %d api token(s) of %s to expiring records", len(old), user)
 
 
+async def _move_old_tokens_of(ar: aredis.Redis, user: str) -> None:
+    """Move the user's tokens made before expiry existed, if any are left."""
+    old = cast(dict[str, str], await ar.hgetall(keys.user_tokens(user)))
+    if old:
+        await _move_old_tokens(ar, user, old)
+
+
 async def list_tokens(ar: aredis.Redis, user: str) -> list[TokenInfo]:
     """The user's tokens, expired ones included, oldest first."""
     async with ar.pipeline(transaction=False) as pipe:  # one slot: the user's hash tag
@@ -222,7 +229,7 @@ async def revoke_token(ar: aredis.Redis, user: str, token_id: str) -> bool:
     """Revoke one of ``user``'s tokens; False when the user has no token with that id."""
     if not TOKEN_ID_RE.fullmatch(token_id):
         return False
-    await list_tokens(ar, user)  # moves a token made before expiry existed
+    await _move_old_tokens_of(ar, user)
     raw = await ar.get(keys.user_token(user, token_id))
     if raw is None:
         return False
@@ -245,10 +252,7 @@ async def _owner(ar: aredis.Redis, digest: str) -> str | None:
     old = await ar.hget(keys.API_TOKENS, digest)  # only for tokens unknown under the new key
     if not old:
         return None
-    user = str(old).partition(":")[0]
-    moving = cast(dict[str, str], await ar.hgetall(keys.user_tokens(user)))
-    if moving:
-        await _move_old_tokens(ar, user, moving)
+    await _move_old_tokens_of(ar, str(old).partition(":")[0])
     return cast(str | None, await ar.get(keys.api_token(digest)))
 
 

@@ -26,7 +26,7 @@ MASTER = ["NSE:INFY", "BSE:INFY", "NSE:INFIBEAM", "NSE:NAUKRI", "NSE:TCS", "NSE:
 
 
 def found(query: str, limit: int = 10, symbols: list[str] = MASTER) -> list[str]:
-    return [e.symbol for e in Catalogue.of(symbols).search(query, limit)]
+    return [e.symbol for e in Catalogue([make_entry(sym) for sym in symbols]).search(query, limit)]
 
 
 # Ranking ---------------------------------------------------------------------------------
