@@ -36,8 +36,10 @@ def test_alert_page_and_test_button(
     try:
         cookie = session_cookie(server.url, "alice", users["alice"])
         browser.open(f"{server.url}{alert_href(alert.id)}", {COOKIE: cookie})
+        # htmx loaded too: a click before it submits the form and navigates away.
         assert wait_for(lambda: browser.evaluate(
-            "(document.querySelector('h1 .sym') || {}).textContent") == alert.sym)
+            "(document.querySelector('h1 .sym') || {}).textContent") == alert.sym
+            and browser.evaluate("!!window.htmx"))
         # The notifier is up (it delivered the alert) before the button is pressed.
         assert wait_for(lambda: len(webhook.at("/hook")) == 1, timeout_s=30)
         browser.evaluate("document.getElementById('test-message').click()")
