@@ -100,7 +100,6 @@ class Worker:
             except bus.TRANSIENT_ERRORS as exc:
                 log.warning("redis unavailable or refusing writes (%s); retrying in 1 s", exc)
                 self.rt.stats.inc("redis_errors")
-                bus.wait_out(self.r, exc)
                 started = False  # the group may be gone (a flushed or new Redis)
                 time.sleep(1.0)
             except redis.ResponseError as exc:

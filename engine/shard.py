@@ -389,7 +389,6 @@ class Shard:
                 except bus.TRANSIENT_ERRORS as exc:  # waited out; a refused write stays queued
                     log.warning("redis unavailable (%s); retrying in 1 s", exc)
                     self.rt.stats.inc("redis_errors")
-                    bus.wait_out(self.r, exc)
                     time.sleep(1.0)
             if started:
                 self.stop_checkpoints()

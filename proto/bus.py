@@ -23,7 +23,10 @@ import redis
 import redis.asyncio as aredis
 import redis.asyncio.cluster as acluster
 import redis.cluster as cluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from proto import keys
 from proto.events import Fields
@@ -43,14 +46,22 @@ TRANSIENT_ERRORS = (
     redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
 
 
-def wait_out(r: Any, exc: BaseException) -> None:
-    """After a ``TRANSIENT_ERRORS`` error, before the caller sleeps and retries: on READONLY
-    (the server behind the address was demoted in a failover) drop the pooled connections, so
-    the retry connects anew and finds the new primary; a plain client would otherwise keep
-    asking the replica it is still connected to (only Sentinel clients reconnect on it)."""
-    pool = getattr(r, "connection_pool", None)
-    if isinstance(exc, redis.exceptions.ReadOnlyError) and pool is not None:
-        pool.disconnect()
+# After a failover behind one address (a Kubernetes Service, a DNS name, a proxy) the server a
+# pooled connection still talks to is a replica and answers every write with READONLY; a plain
+# client would ask it forever (only Sentinel clients reconnect on it). Every single-instance
+# client drops the connection on READONLY and asks again on a new one, which reaches the new
+# primary: a few times, 0.2-0.8 s apart, before the error reaches the caller (whose own retry
+# then starts on fresh connections). A READONLY write was refused, so asking again cannot
+# apply it twice; other errors are not retried here (a write whose connection broke may
+# have been applied; the callers know which of theirs may be repeated).
+READONLY_RETRIES = 3
+READONLY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.1)
+
+
+def _readonly_options(retry_class: type[Retry] | type[AsyncRetry]) -> dict[str, Any]:
+    readonly = redis.exceptions.ReadOnlyError
+    return {"retry": retry_class(READONLY_BACKOFF, READONLY_RETRIES, supported_errors=(readonly,)),
+            "retry_on_error": [readonly]}
 
 
 class RedisUnavailable(RuntimeError):
@@ -89,7 +100,7 @@ def connect(url: str, *, blocking: bool = False) -> redis.Redis:
     plain = cluster_url(url)
     if plain is not None:
         return ClusterClient(SyncCluster(url=plain, **options))
-    return redis.Redis.from_url(url, **options)
+    return redis.Redis.from_url(url, **options, **_readonly_options(Retry))
 
 
 ASYNC_MAX_CONNECTIONS = 100
@@ -111,7 +122,8 @@ def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredi
         return AsyncClusterClient(AsyncCluster.from_url(
             plain, max_connections=max_connections, **options))
     pool = aredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, **options)
+        url, max_connections=max_connections, timeout=ASYNC_POOL_WAIT_S, **options,
+        **_readonly_options(AsyncRetry))
     return aredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 
 
