@@ -6,9 +6,17 @@ the hash. Ingest writes no version of the master, so the copy is reloaded when t
 length changes and, to catch a change that keeps the length (a symbol replaced by another,
 a name changed), every ``RELOAD_S`` seconds.
 
-Ranking: case-insensitive; a query without ``:`` is looked for in the trading symbol (the
-part after the exchange), one with ``:`` in the whole symbol. Matches at the start come
-before matches inside, then shorter trading symbols, then alphabetical order.
+Ranking: case-insensitive, white space runs as one space. A query without ``:`` is looked
+for in the trading symbol (the part after the exchange), as typed and with its spaces
+removed (``tata motors`` finds TATAMOTORS); one with ``:`` in the whole symbol. Trading
+symbols starting with the query come first, then those holding it inside; then instrument
+names (``infosys`` finds NSE:INFY, ``state bank`` NSE:SBIN) where a word of the name starts
+with the query, then those holding it inside; after ``nse:`` only that exchange's names.
+Each symbol comes once, in its best place; within each group shorter trading symbols come
+first, then alphabetical order. An exchange alone (``nse:``, or ``nse`` when no trading
+symbol holds it) lists that exchange's symbols in the same order. Sorted lists found by
+bisection and the texts joined in rank order for ``str.find`` keep a search of 9000 symbols
+well under a millisecond.
 """
 
 from __future__ import annotations
@@ -16,23 +24,26 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import re
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Mapping
-from operator import itemgetter
-from typing import Annotated, NamedTuple, cast
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import attrgetter, itemgetter
+from typing import Annotated, Any, NamedTuple, cast
 
 import orjson
 import redis
 import redis.asyncio as aredis
-from litestar import MediaType, get
+from litestar import MediaType, Request, get
+from litestar.concurrency import sync_to_thread
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, QueryParameter
 from markupsafe import escape
 
-from proto import keys
+from proto import keys, store
+from web.views import User
 
 log = logging.getLogger("stormalert.web")
 
@@ -44,6 +55,7 @@ RELOAD_S = 60.0
 # check; this bounds the reloads that causes.
 MIN_RELOAD_GAP_S = 1.0
 PAST_EVERY_PREFIX = chr(0x10FFFF)
+AROUND_COLON = re.compile(r" ?: ?")
 
 
 class Entry(NamedTuple):
@@ -51,6 +63,8 @@ class Entry(NamedTuple):
     name: str  # the instrument's name from the master ("" when it has none)
     full: str  # the symbol, lower case
     trading: str  # the trading symbol, lower case
+    exchange: str  # the exchange, lower case ("" when the symbol has none)
+    words: str  # the name, normalised as a query is
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -59,7 +73,9 @@ class Entry(NamedTuple):
 
 def make_entry(symbol: str, name: str = "") -> Entry:
     full = symbol.lower()
-    return Entry(symbol, name, full, full.partition(":")[2] or full)
+    exchange, colon, trading = full.partition(":")
+    return Entry(symbol, name, full, trading if colon else full, exchange if colon else "",
+                 normalise_query(name))
 
 
 def instrument_name(record: str) -> str:
@@ -73,8 +89,77 @@ def instrument_name(record: str) -> str:
 
 
 def normalise_query(query: str) -> str:
-    """Lower case, ends trimmed, inner runs of white space as one space (``NIFTY  5``)."""
-    return " ".join(query.split()).lower()
+    """Lower case, ends trimmed, inner runs of white space as one space (``NIFTY  5``), none
+    around the exchange's colon (``nse : infy``)."""
+    return AROUND_COLON.sub(":", " ".join(query.split()).lower())
+
+
+def word_starts(text: str) -> list[int]:
+    """Where the words of a name begin: its start, and each letter or digit that follows
+    anything else (``larsen & toubro``, ``bajaj-auto``)."""
+    return [i for i, char in enumerate(text)
+            if char.isalnum() and (i == 0 or not text[i - 1].isalnum())]
+
+
+def starting_with(prefix: str, texts: list[str], found: list[Entry]) -> list[Entry]:
+    """The entries whose text starts with ``prefix``: ``texts`` are sorted, so those form one
+    run, found by bisection (``found[i]`` is the entry of ``texts[i]``)."""
+    lo = bisect_left(texts, prefix)
+    return found[lo:bisect_left(texts, prefix + PAST_EVERY_PREFIX, lo)]
+
+
+class Haystack:
+    """One text of each entry, in rank order, joined into one string: ``str.find`` walks it at
+    C speed, and the first entries it finds are the best ranked. Queries hold no newline
+    (``normalise_query``), so a match never spans two texts."""
+
+    def __init__(self, entries: list[Entry], text: Callable[[Entry], str]) -> None:
+        self._entries = entries
+        self._starts: list[int] = []
+        at = 0
+        for entry in entries:
+            self._starts.append(at)
+            at += len(text(entry)) + 1
+        self._joined = "\n".join(text(e) for e in entries)
+
+    def holding(self, q: str) -> Iterator[Entry]:
+        """The entries whose text holds ``q``, best ranked first."""
+        at = self._joined.find(q)
+        while at >= 0:
+            i = bisect_right(self._starts, at) - 1
+            yield self._entries[i]
+            if i + 1 == len(self._starts):
+                return
+            at = self._joined.find(q, self._starts[i + 1])
+
+
+class Picks:
+    """The result being filled tier by tier: each tier adds its best entries not yet taken."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: list[Entry] = []
+        self.taken: set[str] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.entries) >= self.limit
+
+    def add(self, candidates: Iterable[Entry]) -> None:
+        """Adds the best of ``candidates`` (in any order)."""
+        if not self.full:
+            fresh = {e.symbol: e for e in candidates if e.symbol not in self.taken}
+            self.add_ranked(heapq.nsmallest(self.limit - len(self.entries), fresh.values(),
+                                            key=attrgetter("rank")))
+
+    def add_ranked(self, candidates: Iterable[Entry]) -> None:
+        """Adds the first of ``candidates``, which come best ranked first."""
+        for entry in candidates:
+            if self.full:
+                return
+            if entry.symbol not in self.taken:
+                self.entries.append(entry)
+                self.taken.add(entry.symbol)
 
 
 class Catalogue:
@@ -82,10 +167,22 @@ class Catalogue:
 
     def __init__(self, entries: list[Entry]) -> None:
         self.size = len(entries)
+        ranked = sorted(entries, key=attrgetter("rank"))
         self._by_trading = sorted(entries, key=itemgetter(3))
         self._trading = [e.trading for e in self._by_trading]
         self._by_full = sorted(entries, key=itemgetter(2))
         self._full = [e.full for e in self._by_full]
+        self._in_trading = Haystack(ranked, itemgetter(3))
+        self._in_full = Haystack(ranked, itemgetter(2))
+        self._in_names = Haystack([e for e in ranked if e.words], itemgetter(5))
+        # Each name once for every word it has, from that word on: a name holds a query at
+        # the start of one of its words when one of these starts with the query.
+        tails = sorted((e.words[i:], e) for e in entries for i in word_starts(e.words))
+        self._tails = [tail for tail, _ in tails]
+        self._by_tail = [e for _, e in tails]
+        self._by_exchange: dict[str, list[Entry]] = {}
+        for entry in ranked:
+            self._by_exchange.setdefault(entry.exchange, []).append(entry)
 
     @classmethod
     def from_records(cls, records: Mapping[str, str]) -> Catalogue:
@@ -94,19 +191,43 @@ class Catalogue:
     def search(self, query: str, limit: int = DEFAULT_LIMIT) -> list[Entry]:
         """At most ``limit`` (1..MAX_LIMIT) entries matching ``query``, best first."""
         q = normalise_query(query)
-        limit = max(1, min(limit, MAX_LIMIT))
-        if not q:
-            return []
-        found, texts = (self._by_full, self._full) if ":" in q else (
-            self._by_trading, self._trading)
-        # The texts are sorted: those starting with q form one run, found by bisection.
-        lo = bisect_left(texts, q)
-        hi = bisect_left(texts, q + PAST_EVERY_PREFIX, lo)
-        best = heapq.nsmallest(limit, found[lo:hi], key=lambda e: e.rank)
-        if len(best) < limit:
-            inside = [found[i] for i, text in enumerate(texts) if (i < lo or i >= hi) and q in text]
-            best += heapq.nsmallest(limit - len(best), inside, key=lambda e: e.rank)
-        return best
+        picks = Picks(max(1, min(limit, MAX_LIMIT)))
+        exchange, colon, rest = q.partition(":")
+        if colon:
+            if not rest:  # "nse:": the exchange's symbols
+                return self._by_exchange.get(exchange, [])[:picks.limit] if exchange else []
+            self._symbols([q], self._by_full, self._full, self._in_full, picks)
+            self._names(rest, picks, exchange)
+        elif q:
+            spaceless = q.replace(" ", "")  # "tata motors" finds TATAMOTORS
+            self._symbols(list(dict.fromkeys([q, spaceless])), self._by_trading,
+                          self._trading, self._in_trading, picks)
+            if not picks.entries and q in self._by_exchange:  # "nse" held by no symbol
+                return self._by_exchange[q][:picks.limit]
+            self._names(q, picks)
+        return picks.entries
+
+    @staticmethod
+    def _symbols(queries: list[str], found: list[Entry], texts: list[str],
+                 haystack: Haystack, picks: Picks) -> None:
+        """Adds the entries whose text holds one of ``queries``: at the start before inside."""
+        for q in queries:
+            picks.add(starting_with(q, texts, found))
+        for q in queries:
+            picks.add_ranked(haystack.holding(q))
+
+    def _names(self, q: str, picks: Picks, exchange: str | None = None) -> None:
+        """Adds the entries whose name holds ``q``: at the start of one of its words before
+        inside; only those of ``exchange`` when given."""
+        if picks.full:
+            return
+        at_word = starting_with(q, self._tails, self._by_tail)
+        inside = self._in_names.holding(q)
+        if exchange is not None:
+            at_word = [e for e in at_word if e.exchange == exchange]
+            inside = (e for e in inside if e.exchange == exchange)
+        picks.add(at_word)
+        picks.add_ranked(inside)
 
 
 class SymbolIndex:
@@ -172,15 +293,18 @@ async def api_symbols(
     ar: NamedDependency[aredis.Redis],
     index: NamedDependency[SymbolIndex],
     q: Annotated[str, QueryParameter(
-        description="Part of a symbol, any case: `infy`, `nse:inf`, `nifty 5`",
+        description=("Part of a symbol or of an instrument's name, any case: `infy`, "
+                     "`nse:inf`, `nifty 5`, `infosys`, `state bank`; an exchange alone "
+                     "(`nse:`) lists its symbols"),
         schema_extra={"maxLength": MAX_QUERY})] = "",
     limit: Annotated[int, QueryParameter(
         description=f"How many symbols at most (1 to {MAX_LIMIT})",
         schema_extra={"minimum": 1, "maximum": MAX_LIMIT})] = DEFAULT_LIMIT,
 ) -> list[str]:
-    """Known symbols matching ``q``, best first: those whose trading symbol starts with it
-    before those that hold it inside, then shorter, then alphabetical. An empty ``q`` gives
-    an empty list."""
+    """Known symbols matching ``q``, best first (see the module doc): trading symbols starting
+    with it, then holding it, then instrument names with a word starting with it, then
+    holding it; within each, shorter, then alphabetical. An empty ``q`` gives an empty
+    list."""
     # Checked here rather than by Litestar, whose refusal does not say what was wrong.
     if len(q) > MAX_QUERY:
         raise ValidationException(f"q is {len(q)} characters long; at most {MAX_QUERY} allowed")
@@ -198,14 +322,21 @@ def options_html(entries: list[Entry]) -> str:
 
 @get("/symbol-options", dependencies=INDEX, media_type=MediaType.HTML)
 async def symbol_options(
+    request: Request[User, Any, Any],
     ar: NamedDependency[aredis.Redis],
+    r: NamedDependency[redis.Redis],
     index: NamedDependency[SymbolIndex],
     symbol: FromQuery[str] = "",
 ) -> str:
     """The suggestions for a symbol box (htmx swaps them into the box's ``<datalist>``; the
-    box sends its own field, ``symbol``). A query too long to be a symbol suggests nothing."""
+    box sends its own field, ``symbol``). An emptied box gets the symbols of the user's own
+    rules, the alert filter's first suggestions, back; a query too long to be a symbol
+    suggests nothing."""
     if len(symbol) > MAX_QUERY:
         return ""
+    if not normalise_query(symbol):
+        rules = await sync_to_thread(store.list_rules, r, request.user.name)
+        return options_html([make_entry(sym) for sym in sorted({rule.symbol for rule in rules})])
     return options_html(await index.search(ar, symbol, DEFAULT_LIMIT))
 
 

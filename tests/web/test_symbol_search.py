@@ -13,7 +13,8 @@ import redis
 import redis.asyncio as aredis
 from litestar.testing import TestClient
 
-from proto import keys
+from proto import keys, store
+from proto.rules import parse_rule
 from tests.web.conftest import login
 from web.symbol_search import MAX_LIMIT, Catalogue, SymbolIndex, make_entry, options_html
 
@@ -23,10 +24,29 @@ HTMX = {"accept": "text/html", "hx-request": "true"}
 MASTER = ["NSE:INFY", "BSE:INFY", "NSE:INFIBEAM", "NSE:NAUKRI", "NSE:TCS", "NSE:RELIANCE",
           "NSE:NIFTY 50", "NSE:NIFTY BANK", "NSE:NIFTY IT", "NFO:NIFTY24DECFUT",
           "NSE:LINFY", "NSE:BAJFINANCE", "NSE:M&M"]
+# Names as the master has them (NSE:LINFY is made up and has none).
+NAMES = {"NSE:INFY": "INFOSYS", "BSE:INFY": "INFOSYS", "NSE:INFIBEAM": "INFIBEAM AVENUES",
+         "NSE:NAUKRI": "INFO EDGE (INDIA)", "NSE:TCS": "TATA CONSULTANCY SERV LT",
+         "NSE:RELIANCE": "RELIANCE INDUSTRIES", "NSE:NIFTY 50": "NIFTY 50",
+         "NSE:NIFTY BANK": "NIFTY BANK", "NSE:NIFTY IT": "NIFTY IT", "NFO:NIFTY24DECFUT": "NIFTY",
+         "NSE:BAJFINANCE": "BAJAJ FINANCE", "NSE:M&M": "MAHINDRA & MAHINDRA"}
+# Names matter here: several banks, a trading symbol that is a name run together.
+BANKS = {"NSE:INFY": "INFOSYS LIMITED", "BSE:INFY": "INFOSYS LIMITED",
+         "NSE:SBIN": "STATE BANK OF INDIA", "NSE:TATAMOTORS": "TATA MOTORS LIMITED",
+         "NSE:TATAMTRDVR": "TATA MOTORS DVR", "NSE:TCS": "TATA CONSULTANCY SERV LT",
+         "NSE:BANKBARODA": "BANK OF BARODA", "NSE:HDFCBANK": "HDFC BANK LTD",
+         "NSE:PNB": "PUNJAB NATIONAL BANK", "NSE:UNIONBANK": "UNION BANK OF INDIA",
+         "NSE:IOB": "INDIAN OVERSEAS BANK", "NSE:KARURVYSYA": "KARUR VYSYA BANK",
+         "NSE:LT": "LARSEN & TOUBRO LTD.", "NSE:BAJAJ-AUTO": "BAJAJ AUTO", "NSE:BSE": "BSE"}
 
 
 def found(query: str, limit: int = 10, symbols: list[str] = MASTER) -> list[str]:
     return [e.symbol for e in Catalogue([make_entry(sym) for sym in symbols]).search(query, limit)]
+
+
+def named(query: str, limit: int = 10, names: dict[str, str] = BANKS) -> list[str]:
+    catalogue = Catalogue([make_entry(sym, name) for sym, name in names.items()])
+    return [e.symbol for e in catalogue.search(query, limit)]
 
 
 # Ranking ---------------------------------------------------------------------------------
@@ -56,9 +76,119 @@ def test_ranking(query: str, expected: list[str]) -> None:
     assert found(query) == expected
 
 
-def test_the_exchange_alone_is_not_a_match_without_a_colon() -> None:
-    """"nse" is looked for in trading symbols; it does not list every NSE symbol."""
-    assert found("nse") == []
+# An exchange alone lists its symbols, best ranked first (shorter, then alphabetical).
+NSE_RANKED = ["NSE:M&M", "NSE:TCS", "NSE:INFY", "NSE:LINFY", "NSE:NAUKRI", "NSE:INFIBEAM",
+              "NSE:NIFTY 50", "NSE:NIFTY IT", "NSE:RELIANCE", "NSE:BAJFINANCE", "NSE:NIFTY BANK"]
+
+
+@pytest.mark.parametrize("query", ["nse:", "NSE:", " Nse: ", "NSE :", "nse"])
+def test_an_exchange_alone_lists_its_symbols_best_first(query: str) -> None:
+    assert found(query, 50) == NSE_RANKED
+    assert found(query, 3) == NSE_RANKED[:3]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("bse:", ["BSE:INFY"]), ("bse", ["BSE:INFY"]), ("nfo", ["NFO:NIFTY24DECFUT"]),
+    ("mcx:", []), ("mcx", []), (":", []),
+    # No exchange before the colon: the whole symbol holds ":infy".
+    (":infy", ["BSE:INFY", "NSE:INFY"]),
+])
+def test_other_exchanges_alone(query: str, expected: list[str]) -> None:
+    assert found(query) == expected
+
+
+def test_a_bare_exchange_held_by_a_trading_symbol_finds_that_symbol() -> None:
+    """BSE Ltd trades on NSE as NSE:BSE: "bse" finds it, "bse:" lists the BSE exchange."""
+    symbols = [*MASTER, "NSE:BSE"]
+    assert found("bse", symbols=symbols) == ["NSE:BSE"]
+    assert found("bse:", symbols=symbols) == ["BSE:INFY"]
+
+
+def test_spaces_around_the_colon_are_dropped() -> None:
+    assert found("nse : inf") == ["NSE:INFY", "NSE:INFIBEAM"]
+
+
+# Names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("infosys", ["BSE:INFY", "NSE:INFY"]),
+    ("InfoSys Lim", ["BSE:INFY", "NSE:INFY"]),
+    ("state bank", ["NSE:SBIN"]),
+    ("STATE  BANK OF", ["NSE:SBIN"]),
+    # The trading symbol with the query's spaces removed, then the other name (no twice).
+    ("tata motors", ["NSE:TATAMOTORS", "NSE:TATAMTRDVR"]),
+    ("tata", ["NSE:TATAMOTORS", "NSE:TATAMTRDVR", "NSE:TCS"]),
+    # Trading symbols (at the start, then inside) before names, however short; BANKBARODA's
+    # name starts with "bank" too but it comes once. Names: a word starting with "bank".
+    ("bank", ["NSE:BANKBARODA", "NSE:HDFCBANK", "NSE:UNIONBANK",
+              "NSE:IOB", "NSE:PNB", "NSE:SBIN", "NSE:KARURVYSYA"]),
+    # A name's start and a later word's start rank alike.
+    ("india", ["NSE:IOB", "NSE:SBIN", "NSE:UNIONBANK"]),
+    ("bank of india", ["NSE:SBIN", "NSE:UNIONBANK"]),
+    # Words follow punctuation too.
+    ("toubro", ["NSE:LT"]),
+    ("auto", ["NSE:BAJAJ-AUTO"]),
+    # Inside a name.
+    ("osys", ["BSE:INFY", "NSE:INFY"]),
+    # With the exchange, that exchange's names only.
+    ("nse:infosys", ["NSE:INFY"]),
+    ("bse:infosys", ["BSE:INFY"]),
+    ("bse:state bank", []),
+    ("nse:bank of", ["NSE:SBIN", "NSE:UNIONBANK", "NSE:BANKBARODA"]),
+    ("reliance", []),
+])
+def test_names_are_searched_after_symbols(query: str, expected: list[str]) -> None:
+    assert named(query) == expected
+
+
+def test_a_word_start_beats_a_shorter_match_inside_a_name() -> None:
+    names = {"NSE:AA": "URBAN COMPANY", "NSE:ZZZZZ": "THE BANARAS BEADS"}
+    assert named("ban", names=names) == ["NSE:ZZZZZ", "NSE:AA"]
+
+
+def test_the_limit_is_filled_across_symbols_and_names() -> None:
+    assert named("bank", 2) == ["NSE:BANKBARODA", "NSE:HDFCBANK"]
+    assert named("bank", 4) == ["NSE:BANKBARODA", "NSE:HDFCBANK", "NSE:UNIONBANK", "NSE:IOB"]
+
+
+def test_names_match_the_same_as_a_plain_sort_over_a_large_master() -> None:
+    """The bisections, the joined texts and the tiers agree with the rule written out
+    naively, names included."""
+    words = ["TATA", "STATE", "BANK", "OF", "INDIA", "MOTORS", "IN", "FIN"]
+    names = {f"{ex}:{a[:3]}{b[:2]}{i}": f"{a} {b}" if i % 3 else f"{b}-{a}"
+             for i, (ex, a, b) in enumerate((ex, a, b) for ex in ("NSE", "BSE")
+                                            for a in words for b in words)}
+    for query in ("ta", "bank", "in", "of in", "tata ba", "nse:in", "bse:bank", "a", "ia"):
+        q = query.lower()
+        naive = []
+        for sym, name in names.items():
+            exchange, _, trading = sym.lower().partition(":")
+            if ":" in q:
+                text, name_q = sym.lower(), q.partition(":")[2]
+                same = exchange == q.partition(":")[0]
+            else:
+                text, name_q, same = trading, q, True
+            spaceless = q.replace(" ", "")
+            lowered = name.lower()
+            at_word = [lowered[i:] for i in range(len(lowered))
+                       if lowered[i].isalnum() and (i == 0 or not lowered[i - 1].isalnum())]
+            if text.startswith(q):
+                tier = 0
+            elif ":" not in q and text.startswith(spaceless):
+                tier = 1
+            elif q in text:
+                tier = 2
+            elif ":" not in q and spaceless in text:
+                tier = 3
+            elif same and any(tail.startswith(name_q) for tail in at_word):
+                tier = 4
+            elif same and name_q in lowered:
+                tier = 5
+            else:
+                continue
+            naive.append((tier, len(trading), sym))
+        assert named(query, 50, names) == [s for *_, s in sorted(naive)[:50]], query
 
 
 def test_a_start_match_beats_a_shorter_inside_match() -> None:
@@ -112,7 +242,7 @@ def test_names_come_from_the_stored_records() -> None:
         "NSE:INFY": orjson.dumps({"tok": "1", "src": "kite", "name": "INFOSYS"}).decode(),
         "NSE:TCS": "{}", "NSE:ODD": "not json", "NSE:LIST": "[1]"})
     assert [(e.symbol, e.name) for e in catalogue.search("s", 10)] == [
-        ("NSE:TCS", ""), ("NSE:LIST", "")]
+        ("NSE:TCS", ""), ("NSE:LIST", ""), ("NSE:INFY", "INFOSYS")]
     assert catalogue.search("infy")[0].name == "INFOSYS"
     assert catalogue.search("odd")[0].name == ""
 
@@ -243,7 +373,7 @@ def test_with_redis_down_the_loaded_copy_still_answers(redis_url: str, r: redis.
 @pytest.fixture
 def alice(client: TestClient[Any], r: redis.Redis, users: dict[str, str]) -> TestClient[Any]:
     r.hset(keys.INSTRUMENTS, mapping={
-        sym: orjson.dumps({"tok": str(i), "src": "sim", "name": f"name of {sym}"})
+        sym: orjson.dumps({"tok": str(i), "src": "sim", "name": NAMES.get(sym, "")})
         for i, sym in enumerate(MASTER, 1)})
     r.hset(keys.INSTRUMENTS, "NSE:ESC", orjson.dumps({"name": 'A "B" & <C>'}))
     assert login(client, "alice", users["alice"]).status_code == 303
@@ -253,8 +383,12 @@ def alice(client: TestClient[Any], r: redis.Redis, users: dict[str, str]) -> Tes
 @pytest.mark.parametrize(("query", "expected"), [
     ("infy", ["BSE:INFY", "NSE:INFY", "NSE:LINFY"]),
     ("INFY", ["BSE:INFY", "NSE:INFY", "NSE:LINFY"]),
-    ("nse:inf", ["NSE:INFY", "NSE:INFIBEAM"]),
+    # NAUKRI's name, INFO EDGE (INDIA), has a word starting with "inf".
+    ("nse:inf", ["NSE:INFY", "NSE:INFIBEAM", "NSE:NAUKRI"]),
     ("nifty 5", ["NSE:NIFTY 50"]),
+    ("infosys", ["BSE:INFY", "NSE:INFY"]),
+    ("nse:", ["NSE:ESC", *NSE_RANKED[:9]]),
+    ("nfo", ["NFO:NIFTY24DECFUT"]),
     ("", []),
     ("zzz", []),
 ])
@@ -269,8 +403,9 @@ def test_api_symbols_without_q_and_with_a_limit(alice: TestClient[Any]) -> None:
     assert alice.get("/api/symbols", params={"q": "n", "limit": 2}).json() == [
         "NSE:NAUKRI", "NSE:NIFTY 50"]
     # 5 trading symbols start with N, 6 hold one (INFY twice, INFIBEAM, LINFY, BAJFINANCE,
-    # RELIANCE).
-    assert len(alice.get("/api/symbols", params={"q": "n", "limit": 50}).json()) == 11
+    # RELIANCE); then names: TCS's and M&M's hold one.
+    assert alice.get("/api/symbols", params={"q": "n", "limit": 50}).json()[11:] == [
+        "NSE:M&M", "NSE:TCS"]
 
 
 @pytest.mark.parametrize(("params", "detail"), [
@@ -293,13 +428,32 @@ def test_the_partial_offers_options_for_a_datalist(alice: TestClient[Any]) -> No
     response = alice.get("/symbol-options", params={"symbol": "nse:inf"}, headers=HTMX)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert response.text == ('<option value="NSE:INFY">name of NSE:INFY</option>'
-                             '<option value="NSE:INFIBEAM">name of NSE:INFIBEAM</option>')
+    assert response.text == ('<option value="NSE:INFY">INFOSYS</option>'
+                             '<option value="NSE:INFIBEAM">INFIBEAM AVENUES</option>'
+                             '<option value="NSE:NAUKRI">INFO EDGE (INDIA)</option>')
     escaped = alice.get("/symbol-options", params={"symbol": "esc"}, headers=HTMX)
     assert escaped.text == '<option value="NSE:ESC">A &#34;B&#34; &amp; &lt;C&gt;</option>'
-    for nothing in ({}, {"symbol": ""}, {"symbol": "x" * 65}):
+    for nothing in ({}, {"symbol": ""}, {"symbol": "  "}, {"symbol": "x" * 65}):
         empty = alice.get("/symbol-options", params=nothing, headers=HTMX)
-        assert (empty.status_code, empty.text) == (200, "")
+        assert (empty.status_code, empty.text) == (200, "")  # alice has no rules yet
+
+
+def test_an_emptied_box_gets_the_own_rule_symbols_back(alice: TestClient[Any],
+                                                       r: redis.Redis) -> None:
+    """The alert filter starts with the symbols of the user's rules; emptying the box after
+    a search offers them again (not the last search's, nor nothing)."""
+    for rule_id, sym, user in (("a1", "NSE:TCS", "alice"), ("a2", "NSE:INFY", "alice"),
+                               ("a3", "NSE:TCS", "alice"), ("b1", "NSE:M&M", "bob")):
+        store.add_rule(r, parse_rule({"id": rule_id, "symbol": sym, "kind": "cross_above",
+                                      "params": {"level": 1}}, user=user))
+    page = alice.get("/alerts", headers=HTML).text
+    first = page.split('<datalist id="symbols">')[1].split("</datalist>")[0]
+    assert first == '<option value="NSE:INFY"><option value="NSE:TCS">'
+    for emptied in ({"symbol": ""}, {"symbol": " "}, {}):
+        response = alice.get("/symbol-options", params=emptied, headers=HTMX)
+        assert response.text == ('<option value="NSE:INFY"></option>'
+                                 '<option value="NSE:TCS"></option>'), emptied
+    assert alice.get("/symbol-options", params={"symbol": "x" * 65}, headers=HTMX).text == ""
 
 
 def test_signed_out_partial_sends_htmx_to_the_login_page(client: TestClient[Any]) -> None:
