@@ -1,7 +1,9 @@
 """Symbol suggestions in a real browser (Debian's chromium, as in test_browser.py): typing in
 the rules form's symbol box, the watchlist's add box and the alert history's filter fills
-each box's <datalist> from /symbol-options, over a master of 9000 instruments. Skipped when
-chromium is not installed."""
+each box's <datalist> from /symbol-options, over a master of 9000 instruments; instrument
+names and an exchange alone are searched too, and emptying a box gives back the user's own
+rule symbols (the alert filter's first suggestions). Skipped when chromium is not
+installed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import orjson
 import pytest
 import redis
 
-from proto import keys
+from proto import keys, store
+from proto.rules import parse_rule
 from tests.web.browser import CHROMIUM, Browser
 from tests.web.conftest import session_cookie
 from tests.web.server import WebServer, wait_for
@@ -23,7 +26,8 @@ pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no chr
 
 NAMED = {"NSE:INFY": "INFOSYS", "BSE:INFY": "INFOSYS", "NSE:INFIBEAM": "INFIBEAM AVENUES",
          "NSE:TCS": "TATA CONSULTANCY SERV LT", "NSE:NIFTY 50": "NIFTY 50",
-         "NSE:NIFTY BANK": "NIFTY BANK", "NSE:RELIANCE": "RELIANCE INDUSTRIES"}
+         "NSE:NIFTY BANK": "NIFTY BANK", "NSE:RELIANCE": "RELIANCE INDUSTRIES",
+         "NSE:SBIN": "STATE BANK OF INDIA", "NSE:TATAMOTORS": "TATA MOTORS LIMITED"}
 
 
 def load_master(r: redis.Redis, size: int = 9000) -> None:
@@ -50,6 +54,16 @@ def type_into(browser: Browser, box: str, text: str) -> None:
         browser.call("Input.insertText", text=char)
 
 
+def empty_box(browser: Browser, box: str) -> None:
+    """As a person empties it: select all, then Backspace (one input event)."""
+    browser.evaluate(f"document.getElementById('{box}').focus()")
+    browser.evaluate(f"document.getElementById('{box}').select()")
+    for kind in ("rawKeyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", type=kind, key="Backspace", code="Backspace",
+                     windowsVirtualKeyCode=8)
+    assert browser.evaluate(f"document.getElementById('{box}').value") == ""
+
+
 def open_page(browser: Browser, url: str, cookie: str, box: str) -> None:
     """Open a page signed in and wait for its symbol box and htmx."""
     browser.open(url, {COOKIE: cookie})
@@ -64,6 +78,9 @@ def offered(browser: Browser, datalist: str, symbol: str) -> bool:
 def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: dict[str, str],
                                         browser: Browser, tmp_path: Path) -> None:
     load_master(r)
+    store.add_rule(r, parse_rule({"id": "a-tcs", "symbol": "NSE:TCS", "kind": "cross_above",
+                                  "params": {"level": 1}}, user="alice"))
+    own = [["NSE:TCS", ""]]
     server = WebServer(redis_url, tmp_path).start()
     try:
         cookie = session_cookie(server.url, "alice", users["alice"])
@@ -82,6 +99,28 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
         type_into(browser, "symbol", "nifty 5")
         assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
             ["NSE:NIFTY 50", "NIFTY 50"]])
+        # Names, and a name run together as a trading symbol.
+        type_into(browser, "symbol", "infosys")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["BSE:INFY", "INFOSYS"], ["NSE:INFY", "INFOSYS"]])
+        type_into(browser, "symbol", "state bank")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["NSE:SBIN", "STATE BANK OF INDIA"]])
+        type_into(browser, "symbol", "tata motors")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["NSE:TATAMOTORS", "TATA MOTORS LIMITED"]])
+        # An exchange alone: its symbols, shortest first, ten of them (S0000INF and S0007INF
+        # are longer).
+        type_into(browser, "symbol", "bse:")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == [
+            ["BSE:INFY", "INFOSYS"]])
+        type_into(browser, "symbol", "nse:")
+        assert wait_for(lambda: [v for v, _ in browser.evaluate(options("symbol-options"))] == [
+            "NSE:TCS", "NSE:INFY", "NSE:SBIN", "NSE:S0001", "NSE:S0002", "NSE:S0003",
+            "NSE:S0004", "NSE:S0005", "NSE:S0006", "NSE:S0008"])
+        # Emptied, the box offers the user's own rule symbols, not the last search's.
+        empty_box(browser, "symbol")
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == own)
 
         # The watchlist's box: the suggestions go to its datalist, the section stays.
         open_page(browser, f"{server.url}/", cookie, "watch-symbol")
@@ -96,11 +135,20 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
         type_into(browser, "watch-symbol", "relia")
         assert wait_for(lambda: browser.evaluate(options("watch-symbols")) == [
             ["NSE:RELIANCE", "RELIANCE INDUSTRIES"]])
+        empty_box(browser, "watch-symbol")
+        assert wait_for(lambda: browser.evaluate(options("watch-symbols")) == own)
 
         # The alert history's filter.
+        # The alert history's filter: it starts with the user's own rule symbols, a search
+        # replaces them, and emptying the box brings them back (twice: no page reload).
         open_page(browser, f"{server.url}/alerts", cookie, "f-symbol")
-        type_into(browser, "f-symbol", "nifty")
-        assert wait_for(lambda: offered(browser, "symbols", "NSE:NIFTY BANK"))
+        assert browser.evaluate(options("symbols")) == own
+        for _ in range(2):
+            type_into(browser, "f-symbol", "nifty")
+            assert wait_for(lambda: offered(browser, "symbols", "NSE:NIFTY BANK"))
+            assert not offered(browser, "symbols", "NSE:TCS")
+            empty_box(browser, "f-symbol")
+            assert wait_for(lambda: browser.evaluate(options("symbols")) == own)
         assert browser.errors == []
     finally:
         server.kill()
