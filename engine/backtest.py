@@ -14,16 +14,29 @@ than ``backtest_max_attempts`` times is reported failed rather than tried again.
 Redis down or refusing writes (``bus.TRANSIENT_ERRORS``: maxmemory, a read-only replica, ...)
 is waited out: the job stays pending and the worker retries each second. A run cut short by
 it is not counted as another attempt, and an outcome Redis refused to store is kept and
-written on the retry, not computed again.
+written on the retry, not computed again. A refused progress write does not cut the run
+short (progress is advisory): it is counted (``progress_write_errors``) and logged once a job.
+The claim is renewed with XCLAIM, which Redis at maxmemory still takes, so a run whose other
+writes are refused keeps its job, through the run and the retries of its outcome.
+
+One outcome a job: a run is fenced by the job hash's ``worker`` and ``attempts`` it set when
+it picked the job up (another worker's takeover changes them). Every write of a run (progress,
+claim renewal, outcome) is made in a MULTI watching the hash, only while the hash still shows
+that run; a run that finds another one took over (its worker was cut off from Redis, or
+stopped, for longer than the claim time) or that the job ended is dropped with what the
+worker kept for it, and its entry is left to the other run. The worker keeps records only for
+entries pending with its own consumer: at each (re)connection it forgets the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -33,7 +46,7 @@ from pydantic import Field
 
 from engine.backtest_run import run_job
 from proto import bus, health, keys, settings
-from proto.backtest import MAX_QUEUED_S, PROGRESS_S, CsvError, JobError, parse_job
+from proto.backtest import MAX_QUEUED_S, PROGRESS_S, CsvError, Job, JobError, parse_job
 from proto.runtime import Runtime, setup_logging
 from proto.settings import BaseSettings
 
@@ -41,6 +54,7 @@ log = logging.getLogger(__name__)
 
 JOBS, GROUP = keys.BACKTEST_JOBS, keys.BACKTEST_GROUP
 CLAIM_EVERY_S = 5.0
+FINAL = ("done", "failed")
 
 
 class BacktestSettings(BaseSettings):
@@ -58,6 +72,15 @@ class Stopping(Exception):
     """SIGTERM arrived mid-job: the job is left pending for the next worker."""
 
 
+class Superseded(Exception):
+    """The job is no longer this worker's run: it ended (``ended``: its entry may be acked),
+    or another worker's run took it over (the entry is that run's)."""
+
+    def __init__(self, why: str, *, ended: bool) -> None:
+        super().__init__(why)
+        self.ended = ended
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -70,10 +93,14 @@ class Worker:
         self.consumer = s.backtest_consumer
         self.holidays = frozenset(s.engine_holidays)
         self._next_claim = 0.0
-        # Pending entries this worker counted an attempt for, and outcomes it could not store,
-        # both because Redis failed it (TRANSIENT_ERRORS); forgotten at the ack.
-        self._counted: set[str] = set()
+        # Of pending entries whose work Redis cut short (TRANSIENT_ERRORS): the job hash's
+        # ``attempts`` this worker's run got (the run's fence, with ``worker``), the outcomes
+        # Redis refused to store, and the jobs whose refused progress was logged. Forgotten
+        # at the ack, when the run is superseded, and when the entry is no longer pending
+        # with this consumer (checked at each (re)connection).
+        self._runs: dict[str, int] = {}
         self._unwritten: dict[str, dict[str, str]] = {}
+        self._progress_refused: set[str] = set()
 
     def run(self) -> None:
         started = False
@@ -81,6 +108,7 @@ class Worker:
             try:
                 if not started:
                     bus.ensure_group(self.r, JOBS, GROUP, start="0")
+                    self.forget_others()
                     # Jobs this consumer read before a crash or a stop: redo them first.
                     self.handle_all(bus.read_group(self.r, JOBS, GROUP, self.consumer,
                                                    count=100, block_ms=None, start="0"))
@@ -109,6 +137,25 @@ class Worker:
         self.rt.stop_beat()
         log.info("backtest worker stopped")
 
+    def forget_others(self) -> None:
+        """Drop the records of entries no longer pending with this consumer: another worker
+        took them over while this one was cut off from Redis (and may have finished them)."""
+        for entry_id in set(self._runs) | set(self._unwritten):
+            pending: Any = self.r.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id,
+                                                 count=1)
+            if not pending or pending[0]["consumer"] != self.consumer:
+                owner = pending[0]["consumer"] if pending else "no one (acked)"
+                log.warning("job entry %s is pending with %s, no longer with this worker: "
+                            "dropped what this worker kept for it", entry_id, owner)
+                self.rt.stats.inc("jobs_superseded")
+                self.forget(entry_id)
+
+    def forget(self, entry_id: str) -> None:
+        self._runs.pop(entry_id, None)
+        self._unwritten.pop(entry_id, None)
+        self._progress_refused.discard(entry_id)
+        self.rt.stats.gauges["kept_outcomes"] = len(self._unwritten)
+
     def handle_all(self, entries: list[bus.Entry]) -> None:
         for entry_id, fields in entries:
             if self.rt.stopping:
@@ -117,27 +164,41 @@ class Worker:
 
     def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         """One job, to its outcome, then the ack. A transient Redis error (also one refusing
-        the outcome) and a stop leave it pending; anything else fails the job (logged) and
-        acks it."""
+        the outcome) and a stop leave it pending; a run superseded by another is dropped
+        (the entry left to the other run); anything else fails the job (logged) and acks it."""
         user, job_id = fields.get("user", ""), fields.get("id", "")
         key = keys.backtest(user, job_id)
         try:
-            self.answer(entry_id, key)
-        except (Stopping, *bus.TRANSIENT_ERRORS):
-            raise
-        except Exception:
-            log.exception("backtest %s of %s failed", job_id, user)
-            self.rt.stats.inc("jobs_failed")
-            self.finish(entry_id, key, status="failed",
-                        error="the backtest worker hit an internal error (it is logged)")
+            try:
+                self.answer(entry_id, key)
+            except (Stopping, Superseded, *bus.TRANSIENT_ERRORS):
+                raise
+            except Exception:
+                log.exception("backtest %s of %s failed", job_id, user)
+                self.rt.stats.inc("jobs_failed")
+                self.finish(entry_id, key, status="failed",
+                            error="the backtest worker hit an internal error (it is logged)")
+        except Superseded as exc:
+            log.warning("backtest %s of %s: %s; this worker's run of it is dropped",
+                        job_id, user, exc)
+            self.rt.stats.inc("jobs_superseded")
+            self.forget(entry_id)
+            if not exc.ended:
+                return
         self.r.xack(JOBS, GROUP, entry_id)
-        self._counted.discard(entry_id)
-        self._unwritten.pop(entry_id, None)
+        self.forget(entry_id)
 
     def answer(self, entry_id: str, key: str) -> None:
         raw: Any = self.r.hgetall(key)
-        if not raw or raw.get("status") in ("done", "failed"):
+        if not raw or raw.get("status") in FINAL:
             return  # expired, or finished before a crash kept it from being acked
+        run = self._runs.get(entry_id)
+        if run is not None and (raw.get("worker"), raw.get("attempts")) != (self.consumer,
+                                                                            str(run)):
+            log.info("job entry %s was run by %s since this worker's run of it: taken afresh",
+                     entry_id, raw.get("worker"))
+            self.forget(entry_id)  # its entry came back to this worker: the other run ended
+            run = None
         if entry_id in self._unwritten:
             self.finish(entry_id, key, **self._unwritten[entry_id])
             return
@@ -147,11 +208,7 @@ class Worker:
                         error=f"no backtest worker picked the job up within "
                               f"{MAX_QUEUED_S / 60:.0f} minutes")
             return
-        if entry_id in self._counted:  # a retry after a Redis error: still the same attempt
-            attempts = int(raw.get("attempts") or 1)
-        else:
-            attempts = int(self.r.hincrby(key, "attempts", 1))  # type: ignore[arg-type]
-            self._counted.add(entry_id)
+        attempts = self.pick_up(entry_id, key, retry=run is not None)
         if attempts > self.s.backtest_max_attempts:
             self.rt.stats.inc("jobs_failed")
             stops = attempts - 1
@@ -159,16 +216,31 @@ class Worker:
                         error=f"the backtest worker stopped {stops} time{'s' if stops > 1 else ''}"
                               " while running this job; it was not tried again")
             return
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"picked_ms": now_ms(), "hb_ms": now_ms(), "progress": 0,
-                                    "status": "running", "worker": self.consumer})
-            pipe.expire(key, keys.BACKTEST_TTL_S)
-            pipe.execute()
         try:
             job = parse_job(raw.get("job", ""))
         except JobError as exc:
             self.finish(entry_id, key, status="failed", error=f"bad job: {exc}")
             return
+        self.run_rule(entry_id, key, job, raw.get("csv"))
+
+    def pick_up(self, entry_id: str, key: str, *, retry: bool) -> int:
+        """Mark the job running by this worker and return its attempt: counted anew, unless
+        this is a retry after a Redis error (still the same attempt, the same run)."""
+        running = {"picked_ms": now_ms(), "hb_ms": now_ms(), "progress": 0,
+                   "status": "running", "worker": self.consumer}
+
+        def mark(pipe: redis.client.Pipeline) -> None:
+            if not retry:
+                pipe.hincrby(key, "attempts", 1)
+            pipe.hset(key, mapping=running)  # type: ignore[arg-type]
+            pipe.expire(key, keys.BACKTEST_TTL_S)
+
+        replies = self.fenced(entry_id, key, mark, renew=retry)
+        if not retry:
+            self._runs[entry_id] = int(replies[0])
+        return self._runs[entry_id]
+
+    def run_rule(self, entry_id: str, key: str, job: Job, csv_text: str | None) -> None:
         next_write = [time.monotonic() + PROGRESS_S]
 
         def progress(fraction: float) -> None:
@@ -177,15 +249,11 @@ class Worker:
             if time.monotonic() < next_write[0]:
                 return
             next_write[0] = time.monotonic() + PROGRESS_S
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hset(key, mapping={"progress": int(fraction * 100), "hb_ms": now_ms()})
-            # Renews the entry's idle time, so no other worker takes over a job that runs.
-            pipe.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
-            pipe.execute()
+            self.write_progress(entry_id, key, int(fraction * 100))
             self.rt.tick()
 
         try:
-            result = run_job(self.r, job, raw.get("csv"), shards=self.s.shards,
+            result = run_job(self.r, job, csv_text, shards=self.s.shards,
                              holidays=self.holidays, max_shown=self.s.backtest_max_shown,
                              progress=progress)
         except CsvError as exc:
@@ -193,8 +261,12 @@ class Worker:
                         error=f"the file cannot be used: {exc}")
             return
         except Stopping:
-            self.r.hset(key, mapping={"status": "queued", "progress": 0})
-            self.r.hincrby(key, "attempts", -1)  # a clean stop is not the job's fault
+            def requeue(pipe: redis.client.Pipeline) -> None:
+                pipe.hset(key, mapping={"status": "queued", "progress": 0})
+                pipe.hincrby(key, "attempts", -1)  # a clean stop is not the job's fault
+
+            with contextlib.suppress(Superseded):
+                self.fenced(entry_id, key, requeue)
             raise
         self.rt.stats.inc("jobs")
         self.rt.stats.inc("prices", result["prices"])
@@ -202,20 +274,65 @@ class Worker:
                  result["prices"], result["count"], result["elapsed_ms"])
         self.finish(entry_id, key, status="done", result=orjson.dumps(result).decode())
 
+    def write_progress(self, entry_id: str, key: str, percent: int) -> None:
+        """Progress and ``hb_ms``, and the claim renewed. Advisory: a write Redis refuses is
+        counted and logged once a job, and the run goes on (its outcome has its own retry)."""
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(key, mapping={"progress": percent, "hb_ms": now_ms()})
+
+        try:
+            self.fenced(entry_id, key, write, renew=True)
+        except bus.TRANSIENT_ERRORS as exc:
+            self.rt.stats.inc("progress_write_errors")
+            if entry_id not in self._progress_refused:
+                self._progress_refused.add(entry_id)
+                log.warning("job entry %s: redis refused a progress write (%s); the run goes "
+                            "on, its outcome is kept until redis takes it", entry_id, exc)
+
+    def fenced(self, entry_id: str, key: str, write: Callable[[redis.client.Pipeline], None],
+               *, renew: bool = False) -> list[Any]:
+        """``write(pipe)``'s commands in one MULTI, made only while the job's hash still shows
+        this worker's run of the entry (or, before it has one, a job not ended); else raises
+        Superseded. ``renew``: first renew the entry's claim (idle time), with XCLAIM, which
+        Redis at maxmemory still takes, and only then: never take an entry from another run."""
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    fence: Any = pipe.hmget(key, "status", "worker", "attempts")
+                    status, worker, attempts = fence
+                    if status is None or status in FINAL:
+                        raise Superseded("the job ended (or expired) meanwhile", ended=True)
+                    run = self._runs.get(entry_id)
+                    if run is not None and (worker, attempts) != (self.consumer, str(run)):
+                        raise Superseded(f"{worker} took the job over meanwhile (attempt "
+                                         f"{attempts}; this worker's was {run})", ended=False)
+                    if renew:
+                        self.r.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
+                    pipe.multi()
+                    write(pipe)
+                    return pipe.execute()
+                except redis.WatchError:
+                    continue  # the hash changed since it was read: look again
+
     def finish(self, entry_id: str, key: str, **fields: str) -> None:
-        """The outcome in one MULTI; the uploaded file is dropped, the hash kept a while.
-        An outcome a transient Redis error kept out is kept for the retry of the entry."""
+        """The outcome in one MULTI, fenced by this worker's run; the uploaded file is
+        dropped, the hash kept a while. An outcome a transient Redis error kept out is kept
+        for the retry of the entry."""
         at_ms = now_ms()
         outcome: dict[str, str | int] = {**fields, "done_ms": at_ms, "hb_ms": at_ms,
                                          "progress": 100}
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
+            pipe.hdel(key, "csv")
+            pipe.expire(key, keys.BACKTEST_TTL_S)
+
         try:
-            with self.r.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
-                pipe.hdel(key, "csv")
-                pipe.expire(key, keys.BACKTEST_TTL_S)
-                pipe.execute()
+            self.fenced(entry_id, key, write, renew=entry_id in self._runs)
         except bus.TRANSIENT_ERRORS:
             self._unwritten[entry_id] = fields
+            self.rt.stats.gauges["kept_outcomes"] = len(self._unwritten)
             raise
 
 

@@ -352,3 +352,122 @@ def test_redis_refusing_writes_mid_job_is_waited_out_not_counted_as_an_attempt(w
         world.config_set("maxmemory", 0)
     assert result_of(world, key, timeout_s=60)["count"] == len(replayed(rule, mine))
     assert world.hget(key, "attempts") == "1"
+
+
+def beat(world: redis.Redis, consumer: str) -> dict[str, Any]:
+    """The worker's heartbeat (its counters and gauges), once it has published one."""
+    return orjson.loads(wait_for(lambda: world.get(keys.heartbeat(consumer)),
+                                 what=f"{consumer}'s heartbeat"))
+
+
+def long_job(world: redis.Redis) -> tuple[dict[str, Any], list[Tick]]:
+    """A job that runs for more than a second (several progress writes, one every 0.5 s)."""
+    return big_job(world, 400_000)
+
+
+def test_redis_refusing_progress_writes_the_run_goes_on_and_keeps_its_claim(world, worker,
+                                                                           tmp_path):
+    """Redis refuses every small write (maxmemory below its use) from the moment a long job
+    runs: its progress writes are refused, yet the run goes on to its end (computed once, the
+    refusal logged once) and its outcome is kept and retried. The other worker, with a 2 s
+    claim time, never takes the job over: the runner's claim is renewed all along (XCLAIM is
+    taken at maxmemory). Once Redis takes writes again the job ends done, one attempt."""
+    rule, mine = long_job(world)
+    for name in ("bt-a", "bt-b"):
+        worker(name, STORMALERT_BACKTEST_CLAIM_IDLE_MS="2000")
+    world.config_set("maxmemory-policy", "noeviction")
+    try:
+        key = on_running(world, queuer(world, rule, "oom-progress-001"), lambda: world.config_set(
+            "maxmemory", int(world.info("memory")["used_memory"]) // 2))
+        runner, other = ("bt-a", "bt-b") if world.hget(key, "worker") == "bt-a" \
+            else ("bt-b", "bt-a")
+        log, other_log = (tmp_path / f"{runner}-{runner == 'bt-b':d}.log",
+                          tmp_path / f"{other}-{other == 'bt-b':d}.log")
+        wait_for(lambda: "backtest of rule" in log.read_text(), timeout_s=60,
+                 what="the run to end while Redis refuses its progress writes")
+        retries = log.read_text().count("retrying in 1 s")
+        wait_for(lambda: log.read_text().count("retrying in 1 s") >= retries + 7, timeout_s=30,
+                 what="7 more retries of the refused outcome (the other worker claims each 5 s)")
+        raw = world.hgetall(key)
+        assert raw["status"] == "running" and "result" not in raw, raw
+        assert raw["worker"] == runner and raw["attempts"] == "1", raw
+        pending = world.xpending_range(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP, "-", "+", 10)
+        assert [p["consumer"] for p in pending] == [runner]
+    finally:
+        world.config_set("maxmemory", 0)
+    assert result_of(world, key, timeout_s=30)["count"] == len(replayed(rule, mine))
+    assert world.hget(key, "worker") == runner and world.hget(key, "attempts") == "1"
+    text = log.read_text()
+    assert text.count("backtest of rule") == 1 and "backtest of rule" not in other_log.read_text()
+    assert text.count("redis refused a progress write") == 1 and "maxmemory" in text
+    assert "took over" not in other_log.read_text()
+    assert wait_for(lambda: beat(world, runner)["counters"].get("progress_write_errors", 0) >= 2,
+                    what="the refused progress writes counted")
+    wait_for(lambda: world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 0,
+             what="the job acked")
+
+
+def takeover_while_frozen(world: redis.Redis, worker: Any, key: str,
+                          frozen: Any) -> dict[str, str]:
+    """``frozen`` (SIGSTOPped, as cut off from Redis) holds a job; another worker with a 1 s
+    claim time takes it over and finishes it. Returns the job's hash as that worker left it."""
+    time.sleep(1.1)  # the entry is idle for longer than bt-b's claim time when it starts
+    worker("bt-b", STORMALERT_BACKTEST_CLAIM_IDLE_MS="1000")
+    raw = wait_for(lambda: (h := world.hgetall(key)) and h.get("status") == "done" and h,
+                   timeout_s=60, what="bt-b to finish the job")
+    assert raw["worker"] == "bt-b" and raw["attempts"] == "2", raw
+    wait_for(lambda: world.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 0,
+             what="bt-b to ack the job")
+    frozen.send_signal(signal.SIGCONT)
+    return raw
+
+
+def test_a_worker_frozen_mid_run_past_its_claim_never_overwrites_the_takeover(world, worker,
+                                                                             tmp_path):
+    """A worker that stalls mid-run (SIGSTOP: to Redis, as if cut off) longer than the claim
+    time: another worker takes the job over and finishes it. When the first one comes back,
+    its next progress write finds the job's hash fenced by the other run: it drops its run and
+    writes nothing, so the job has one outcome, the other worker's."""
+    rule, mine = long_job(world)
+    proc = worker("bt-a")
+    key = on_running(world, queuer(world, rule, "frozen-mid-run01"),
+                     lambda: proc.send_signal(signal.SIGSTOP))
+    done = takeover_while_frozen(world, worker, key, proc)
+    assert orjson.loads(done["result"])["count"] == len(replayed(rule, mine))
+    log = tmp_path / "bt-a-0.log"
+    wait_for(lambda: "this worker's run of it is dropped" in (text := log.read_text())
+             or "backtest of rule" in text, timeout_s=30, what="bt-a to drop or end its run")
+    time.sleep(1.0)
+    assert world.hgetall(key) == done  # one outcome: bt-b's
+    assert "backtest of rule" not in log.read_text()
+    assert beat(world, "bt-a")["counters"]["jobs_superseded"] == 1
+
+
+def test_a_worker_cut_off_with_a_kept_outcome_drops_it_once_another_took_over(world, worker,
+                                                                              tmp_path):
+    """A worker holds an outcome Redis refused (maxmemory), then is cut off (SIGSTOP) longer
+    than the claim time; meanwhile Redis takes writes again and another worker takes the job
+    over and finishes it. Back, the first worker finds the entry no longer pending with it:
+    it drops the kept outcome (none left in memory) and writes nothing over the newer one."""
+    rule, mine = long_job(world)
+    proc = worker("bt-a")
+    log = tmp_path / "bt-a-0.log"
+    world.config_set("maxmemory-policy", "noeviction")
+    try:
+        on_running(world, queuer(world, rule, "cut-off-kept-01"), lambda: world.config_set(
+            "maxmemory", int(world.info("memory")["used_memory"]) // 2))
+        key = keys.backtest("alice", "cut-off-kept-01")
+        wait_for(lambda: "backtest of rule" in log.read_text()
+                 and log.read_text().count("retrying in 1 s") >= 2, timeout_s=60,
+                 what="bt-a to keep its refused outcome and retry it")
+        proc.send_signal(signal.SIGSTOP)
+    finally:
+        world.config_set("maxmemory", 0)
+    done = takeover_while_frozen(world, worker, key, proc)
+    assert orjson.loads(done["result"])["count"] == len(replayed(rule, mine))
+    wait_for(lambda: "no longer with this worker: dropped" in log.read_text(), timeout_s=30,
+             what="bt-a to drop what it kept for the job")
+    wait_for(lambda: beat(world, "bt-a").get("kept_outcomes") == 0, timeout_s=10,
+             what="bt-a to keep no outcome")
+    assert world.hgetall(key) == done
+    assert log.read_text().count("backtest of rule") == 1
