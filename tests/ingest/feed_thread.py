@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
@@ -69,9 +72,24 @@ def running_feed(settings: IngestSettings, make: FeedFactory,
         with contextlib.suppress(RuntimeError):  # the loop already closed: the feed failed
             loop.call_soon_threadsafe(tasks[0].cancel)
         thread.join(15)
-        assert not thread.is_alive(), "the feed did not stop"
+        assert not thread.is_alive(), f"the feed did not stop:\n{stuck(loop, thread)}"
     if failure:
         raise AssertionError(f"the feed failed: {failure[0]!r}") from failure[0]
+
+
+def stuck(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> str:
+    """Where a feed that ignored its cancellation is: the thread's stack and each task's."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    lines = ["thread:", *traceback.format_stack(frame)] if frame else ["thread: gone"]
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+    except RuntimeError:  # the set changed under us: the loop is still running
+        tasks = []
+    for task in tasks:
+        out = io.StringIO()
+        task.print_stack(limit=8, file=out)
+        lines.append(out.getvalue())
+    return "".join(lines)
 
 
 Answer = Callable[[], tuple[int, bytes]]  # HTTP status and body
