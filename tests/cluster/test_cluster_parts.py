@@ -1,26 +1,36 @@
 """The parts that behave differently on a Redis Cluster, each against the three-node cluster
 of ``conftest.py``: the client ``proto.bus`` builds from a ``redis+cluster://`` URL, the tick
 writer's MULTI per stream, the rule store's writes across slots, the once-only alert script
-in a cluster pipeline, the checkpoint's WATCH/MULTI, and the scan of every primary."""
+in a cluster pipeline, the checkpoint's WATCH/MULTI, the scan of every primary, and the backtest
+worker's run of a job the web queued (its fenced writes to the job's hash, its claim renewed on
+the jobs stream, another slot)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any, cast
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aredis
 
+from engine.backtest import FINAL
 from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
 from engine.checkpointer import Checkpointer, client_like
 from ingest.writer import TickWriter
 from proto import bus, keys, settings, store
-from proto.events import decode_ticks
+from proto.backtest import MAX_QUEUED_S, Job
+from proto.events import Tick, decode_ticks, encode_tick_batch
 from proto.rules import Rule
 from proto.runtime import Stats
 from tests.cluster.conftest import Cluster
+from tests.helpers import spawn, stop, wait_for
 from tests.ingest.writes import blocked_read_of_one_write, tick
+from web import backtest as web_backtest
+from web.views import User
 
 
 def node_port(r: redis.Redis, key: str) -> int:
@@ -244,3 +254,89 @@ def test_many_concurrent_calls_wait_for_a_connection(cluster: Cluster) -> None:
             await ar.aclose()
 
     assert asyncio.run(scenario()) == 400
+
+
+def commands_until(monitor: redis.client.Monitor, prefix: str) -> list[str]:
+    """What a node ran since its MONITOR began, up to the first command starting with
+    ``prefix`` (the node keeps the lines for the monitor until they are read)."""
+    commands: list[str] = []
+    while not commands or not commands[-1].startswith(prefix):
+        commands.append(monitor.next_command()["command"])
+    return commands
+
+
+def test_backtest_worker_runs_a_job_the_web_queued(cluster: Cluster, tmp_path: Path) -> None:
+    """The job's hash (the user's slot) and the jobs stream (its own) live on different nodes
+    here: each fenced write (WATCH/MULTI on the hash) goes to the hash's node, the XCLAIM
+    that renews the claim to the stream's. A job long enough for progress writes (one each
+    0.5 s) runs to done with the right count, every write fenced, and its entry acked."""
+    r = bus.connect(cluster.url)
+    sym, shards, n = "NSE:INFY", 2, 500_000  # ~1.5 s of run: progress writes
+    start_ms = int(time.time() * 1000) - n * 10 - 60_000
+    stream = keys.ticks(keys.shard_for(sym, shards))
+    pipe = r.pipeline(transaction=False)
+    for at in range(0, n, 200):  # 1480..1519 and back down: one cross above 1500 each 40
+        pipe.xadd(stream, encode_tick_batch([  # type: ignore[arg-type]
+            Tick(sym=sym, tok="1", src="test", ltp=1480.0 + i % 40, vol=i, ts=start_ms + 10 * i,
+                 rx=1) for i in range(at, at + 200)]))
+    pipe.execute()
+    job_prefix = keys.backtest("asha", "")
+    hash_port, jobs_port = node_port(r, job_prefix), node_port(r, keys.BACKTEST_JOBS)
+    assert hash_port != jobs_port  # else this would prove nothing about the slots
+    proc = spawn(["engine.backtest", "--shards", str(shards), "--consumer", "bt-c"],
+                 cluster.url, tmp_path / "bt-c.log", env={"STORMALERT_STATS_INTERVAL_S": "3600"})
+    rule = Rule.model_validate({"user": "asha", "symbol": sym, "kind": "cross_above",
+                                "params": {"level": 1500}})
+
+    async def queue() -> str:
+        ar = bus.aconnect(cluster.url)
+        try:
+            return await web_backtest.queue(ar, User("asha"), Job(rule=rule, source="days",
+                                                                  days=1), None, draft=False)
+        finally:
+            await ar.aclose()
+
+    def monitor(port: int) -> redis.client.Monitor:
+        return redis.Redis(port=port, decode_responses=True, socket_timeout=10).monitor()
+
+    try:
+        wait_for(lambda: r.exists(keys.heartbeat("bt-c")), what="the worker's heartbeat")
+        with monitor(hash_port) as on_hash, monitor(jobs_port) as on_jobs:
+            key = keys.backtest("asha", asyncio.run(queue()))
+            raw: Any = wait_for(lambda: (h := r.hgetall(key)) and h.get("status") in FINAL and h,
+                           timeout_s=30, what="the job's outcome")
+            assert raw["status"] == "done", raw
+            wait_for(lambda: r.xpending(keys.BACKTEST_JOBS, keys.BACKTEST_GROUP)["pending"] == 0,
+                     what="the job's entry acked")
+            on_hash_ran = commands_until(on_hash, f"HDEL {key}")  # the outcome's write
+            on_jobs_ran = commands_until(on_jobs, f"XACK {keys.BACKTEST_JOBS}")
+    finally:
+        assert stop(proc) == 0, (tmp_path / "bt-c.log").read_text()
+    result = orjson.loads(raw["result"])
+    assert result["prices"] == n and result["count"] == n // 40 and result["truncated"]
+    assert raw["worker"] == "bt-c" and raw["attempts"] == "1" and "csv" not in raw
+    assert 0 < r.ttl(key) <= keys.BACKTEST_TTL_S
+
+    # The job's commands on its node (the test's own reads left out), each cut to its
+    # first three words: the web's write, then every write of the worker in a MULTI made
+    # after it watched the hash and read the fence.
+    ran = [c for c in on_hash_ran if c in ("MULTI", "EXEC")
+           or (c.split()[1:2] == [key] and not c.startswith("HGETALL"))]
+    shape = [" ".join(c.split()[:3]) for c in ran]
+    fence = [f"WATCH {key}", f"HMGET {key} status", "MULTI"]
+    progress = [c.split()[2:] for c in ran if c.startswith(f"HSET {key} progress ")]
+    assert progress, shape  # the run lasted long enough for a progress write
+    assert shape == [
+        f"HSET {key} requested_ms", f"EXPIRE {key} {int(MAX_QUEUED_S) + 300}",
+        *fence, f"HINCRBY {key} attempts", f"HSET {key} picked_ms",
+        f"EXPIRE {key} {keys.BACKTEST_TTL_S}", "EXEC",
+        *[*fence, f"HSET {key} progress", "EXEC"] * len(progress),
+        *fence, f"HSET {key} status", f"HDEL {key} csv"]
+    for fields in progress:
+        assert fields[0::2] == ["progress", "hb_ms"], fields
+        assert 0 <= int(fields[1]) < 100
+        assert int(raw["picked_ms"]) <= int(fields[3]) <= int(raw["done_ms"])
+    entry_id = cast(list[bus.Entry], r.xrange(keys.BACKTEST_JOBS))[0][0]
+    claims = [c for c in on_jobs_ran if c.startswith("XCLAIM")]
+    assert claims == [f"XCLAIM {keys.BACKTEST_JOBS} {keys.BACKTEST_GROUP} bt-c 0 {entry_id} "
+                      "JUSTID"] * (len(progress) + 1)  # each progress write, and the outcome
