@@ -50,7 +50,7 @@ PARALLEL_TESTS := tests/engine/test_bars.py tests/engine/test_book_runs.py \
   tests/web/test_history.py tests/web/test_metrics.py tests/web/test_routes.py \
   tests/web/test_rules.py tests/web/test_rules_api.py tests/web/test_symbol_search.py \
   tests/web/test_token_expiry.py tests/web/test_tokens.py tests/web/test_vendor.py \
-  tests/web/test_views.py
+  tests/web/test_views.py tests/proto/test_cancellation.py
 
 test: install system-deps
 	$(PY) -m pytest -p no:valkey -q -n 2 --dist worksteal $(PARALLEL_TESTS)

@@ -228,7 +228,8 @@ class Deliverer:
             # timeouts are set to the same value, so it ends soon after.
             sending = asyncio.get_running_loop().run_in_executor(
                 self._pool, self._send, channel, message, timeout_s)
-            return await asyncio.wait_for(sending, timeout_s + 1.0)
+            async with asyncio.timeout(timeout_s + 1.0):  # not wait_for: runtime.wait_event
+                return await sending
         except TimeoutError:
             return SendOutcome(False, f"no answer within {timeout_s:g}s")
         except Exception as exc:  # a plugin that raises is a failed try, never a crash

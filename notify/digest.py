@@ -21,7 +21,6 @@ Exactly once, step by step:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from notify.settings import NotifySettings
 from proto import keys, store
 from proto.delivery import FOLDED_FIELD, digest_id, parse_digest_id
 from proto.events import Alert
-from proto.runtime import Stats
+from proto.runtime import Stats, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +200,7 @@ class DigestFlusher:
                 except TRANSIENT as exc:
                     self.stats.inc("redis_errors")
                     log.warning("digest scan: redis error: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._scan_s())
+                await wait_event(stop, self._scan_s())
             if running:
                 _done, pending = await asyncio.wait(set(running),
                                                     timeout=self.s.notify_drain_timeout_s)

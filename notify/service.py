@@ -15,7 +15,6 @@ to finish and are left pending (unacked) after that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
@@ -32,7 +31,7 @@ from notify.testmsg import TestRequests
 from proto import keys
 from proto.bus import Entry, aensure_group, aread_group
 from proto.events import Alert, CodecError, Fields
-from proto.runtime import Stats
+from proto.runtime import Stats, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -276,5 +275,4 @@ class Notifier:
         self.stats.inc("redis_errors")
         delay = backoff_s(self._redis_failures, 0.2, 5.0, random.random())
         log.warning("redis error %s (retry in %.1fs): %s", doing, delay, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await wait_event(stop, delay)

@@ -26,7 +26,7 @@ from notify.settings import NotifySettings
 from proto import keys
 from proto.bus import aensure_group, aread_group
 from proto.events import Fields
-from proto.runtime import Stats
+from proto.runtime import Stats, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ class TestRequests:
         self._failures += 1
         delay = backoff_s(self._failures, 0.2, 5.0, random.random())
         log.warning("test requests: redis error (retry in %.1fs): %s", delay, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await wait_event(stop, delay)
 
     async def _handle(self, eid: str, fields: Fields) -> None:
         """The per-request boundary: logs everything, raises nothing."""

@@ -108,7 +108,10 @@ ASYNC_POOL_WAIT_S = 30.0
 
 
 def aconnect(url: str, *, max_connections: int = ASYNC_MAX_CONNECTIONS) -> aredis.Redis:
-    """An asyncio client; no socket timeout, so cancellation of blocked reads is prompt.
+    """An asyncio client; no socket timeout, so cancellation of blocked reads is prompt. (With
+    one, redis-py sends through ``asyncio.wait_for``, which on Python 3.11 can swallow a
+    cancellation that arrives as the send completes: a stopped task then runs on; see
+    ``runtime.wait_event``. redis-py 8's default is 5 s.)
 
     The pool waits for a free connection (up to ``ASYNC_POOL_WAIT_S``) instead of refusing
     the call: redis-py's default pool raises "Too many connections" past its limit, which

@@ -108,6 +108,19 @@ class Runtime:
             self._r.delete(keys.heartbeat(self.process))
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Until ``event`` is set (True) or ``timeout_s`` passed (False).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives just as
+    what it waits for completes (CPython gh-86296, fixed in 3.12), so a task stopped at that
+    moment runs on; ``asyncio.timeout`` keeps the cancellation. Nor redis-py's own socket
+    timeouts, which use it (``bus.aconnect`` sets none)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    return event.is_set()
+
+
 def format_stats(counters: dict[str, int], rates: dict[str, float]) -> str:
     return " ".join(f"{k}={v}({rates.get(k, 0)}/s)" for k, v in sorted(counters.items()))
 

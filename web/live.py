@@ -13,7 +13,6 @@ with 200 streams the pool ran out and streams waited for their turn (or gave up 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from bisect import bisect_right
@@ -27,7 +26,7 @@ import redis.asyncio as aredis
 from litestar.response import ServerSentEventMessage
 
 from proto import bus, keys, store
-from proto.runtime import Stats
+from proto.runtime import Stats, wait_event
 from web.alerts import START_ID, Entry, entry_key, read_after, visible_view
 from web.views import User, quote_views
 
@@ -125,8 +124,7 @@ class AlertHub:
 
     async def wait(self, timeout_s: float) -> None:
         """Until new entries or a change of Redis's state, or ``timeout_s``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        await wait_event(self._wake, timeout_s)
 
 
 class QuoteBoard:

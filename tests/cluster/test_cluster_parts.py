@@ -22,7 +22,7 @@ from engine.checkpoint import EPOCH_FIELD, STATE_FIELD
 from engine.checkpointer import Checkpointer, client_like
 from ingest.writer import TickWriter
 from proto import bus, keys, settings, store
-from proto.backtest import MAX_QUEUED_S, Job
+from proto.backtest import MAX_QUEUED_S, PROGRESS_S, Job
 from proto.events import Tick, decode_ticks, encode_tick_batch
 from proto.rules import Rule
 from proto.runtime import Stats
@@ -325,7 +325,10 @@ def test_backtest_worker_runs_a_job_the_web_queued(cluster: Cluster, tmp_path: P
     shape = [" ".join(c.split()[:3]) for c in ran]
     fence = [f"WATCH {key}", f"HMGET {key} status", "MULTI"]
     progress = [c.split()[2:] for c in ran if c.startswith(f"HSET {key} progress ")]
-    assert progress, shape  # the run lasted long enough for a progress write
+    # A run that lasted well past PROGRESS_S wrote progress (a much faster machine may
+    # finish before the first one is due: then the shape below holds with none).
+    if int(raw["done_ms"]) - int(raw["picked_ms"]) > 2_000 * PROGRESS_S:
+        assert progress, shape
     assert shape == [
         f"HSET {key} requested_ms", f"EXPIRE {key} {int(MAX_QUEUED_S) + 300}",
         *fence, f"HINCRBY {key} attempts", f"HSET {key} picked_ms",

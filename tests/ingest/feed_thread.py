@@ -18,6 +18,7 @@ import redis.asyncio as aredis
 
 from ingest.settings import IngestSettings
 from ingest.writer import TickWriter
+from proto import bus
 from proto.runtime import Stats
 
 
@@ -37,7 +38,7 @@ def running_feed(settings: IngestSettings, make: FeedFactory,
     failure: list[BaseException] = []
 
     async def main() -> None:
-        r = aredis.Redis.from_url(settings.redis_url)
+        r = bus.aconnect(settings.redis_url)  # as ingest does (see bus.aconnect on timeouts)
         writer = TickWriter(r, stats, shards=shards, batch_max=settings.batch_max,
                             flush_ms=settings.flush_ms, queue_max_ticks=settings.queue_max_ticks)
         try:
