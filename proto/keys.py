@@ -175,8 +175,10 @@ BACKTEST_TTL_S = 3600
 def backtest(name: str, job_id: str) -> str:
     """Hash of one backtest job of a user: the request (``requested_ms``, ``job`` JSON,
     ``csv`` when uploaded) set by the web, then by the worker ``picked_ms``, ``attempts``,
-    ``status``, ``progress`` (0-100), ``hb_ms``, and at the end ``result`` (JSON) or
-    ``error``, ``done_ms``. Expires after ``BACKTEST_TTL_S``."""
+    ``worker`` (its consumer name; with ``attempts``, the run that owns the job: a worker
+    writes only while both still show its run), ``status``, ``progress`` (0-100), ``hb_ms``,
+    and at the end ``result`` (JSON) or ``error``, ``done_ms``. Expires after
+    ``BACKTEST_TTL_S``."""
     return f"sa:user:{{{name}}}:backtest:{job_id}"
 
 
