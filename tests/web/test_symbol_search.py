@@ -296,6 +296,12 @@ def test_the_copy_is_reloaded_when_the_master_changes(redis_url: str, r: redis.R
             clock.now += 60
             found_now = await index.search(ar, "tcs")
             assert [(e.symbol, e.name) for e in found_now] == [("NSE:TCSL", "TCS LTD")]
+            # The periodic reload of an unchanged master re-reads it but builds nothing.
+            built = await index.catalogue(ar)
+            r.config_resetstat()
+            clock.now += 60
+            assert await index.catalogue(ar) is built
+            assert command_calls(r).get("hgetall") == 1
         finally:
             await ar.aclose()
 
