@@ -319,12 +319,13 @@ async def authenticate_bearer(connection: ASGIConnection[Any, Any, Any, Any],
     ar: aredis.Redis = connection.app.state.ar
     client = connection.client.host if connection.client else "unknown"
     found = await find_token(ar, token, client)
-    if found is not None and found[1].expired(time.time()):
-        raise TokenExpired(EXPIRED)
     record = cast(dict[str, str], await ar.hgetall(keys.user(found[0].user)) if found else {})
     if found is None or not record or store.is_disabled(record):
+        # A disabled user's token says no more than an unknown one, expired or not.
         await _count_failure(ar, client)
         raise NotAuthorizedException("invalid API token")
+    if found[1].expired(time.time()):
+        raise TokenExpired(EXPIRED)
     user = User(name=found[0].user, admin=record.get("admin") == "1")
     return AuthenticationResult(user=user, auth=found[0])
 

@@ -149,6 +149,10 @@ def test_an_expired_token_is_refused_with_the_reason_and_stays_listed(
     unknown = alice.get("/api/alerts", headers=bearer("sat_" + "D" * 43))
     assert unknown.status_code == 401 and unknown.json()["detail"] == "authentication required"
     assert r.get(keys.token_failures(CLIENT)) == "1"  # only the unknown one counts as a guess
+    r.hset(keys.user("alice"), "disabled", "1")  # a disabled user's token tells nothing more
+    gone = alice.get("/api/alerts", headers=bearer(token))
+    assert gone.status_code == 401 and gone.json()["detail"] == "authentication required"
+    r.hset(keys.user("alice"), "disabled", "0")
     assert login(alice, "alice", "alice-secret-pw").status_code == 303
     page = alice.get("/settings", headers=HTML).text
     assert "expired" in row(page, "monthly") and 'class="expired"' in page
