@@ -11,6 +11,7 @@ time range applies to when the alert was raised (its entry id), in IST for plain
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, cast
@@ -18,15 +19,17 @@ from urllib.parse import urlencode
 
 import redis
 import redis.asyncio as aredis
-from litestar import MediaType, Request, get
+from litestar import MediaType, Request, Response, get
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
-from litestar.response import Template
+from litestar.response import Stream, Template
+from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from proto import delivery, keys, store
 from proto.display import IST, alert_path, format_ist
 from proto.events import Alert
+from web import export
 from web.alerts import (
     START_ID,
     Entry,
@@ -35,6 +38,7 @@ from web.alerts import (
     valid_entry_id,
     visible_alert,
 )
+from web.errors import error_response, wants_html
 from web.settings import WebSettings
 from web.views import User, price
 
@@ -44,6 +48,8 @@ _CHUNK = 500
 _DAY_MS = 86_400_000
 _DIGITS_RE = re.compile(r"^\d{1,15}$")
 _MAX_ID_PART = 2**64 - 2  # a stream id's parts are 64-bit; one is added to the live cursor
+EXPORT_MAX_ROWS = 100_000
+CSV_MEDIA_TYPE = "text/csv"  # Litestar adds "; charset=utf-8"
 
 # Query parameters shared by the page and the API.
 SymbolParam = Annotated[str | None, QueryParameter(max_length=64, description=(
@@ -195,6 +201,43 @@ async def delivery_logs(ar: aredis.Redis,
     return logs
 
 
+async def all_matching(ar: aredis.Redis, user: User, query: AlertQuery, *,
+                       max_rows: int) -> AsyncIterator[list[tuple[str, Alert]]]:
+    """Every alert ``user`` may see that matches ``query``, newest first, a chunk at a time,
+    up to ``max_rows``. It reads back from the stream's newest entry when it starts: alerts
+    raised meanwhile are left out, so the rows are one consistent moment's."""
+    newest = await latest_id(ar)
+    upper = upper_bound(query, newest)
+    if newest == START_ID or upper == "(0-0":
+        return
+    lower = f"{query.start_ms}-0" if query.start_ms is not None else "-"
+    left = max_rows
+    while left > 0:
+        chunk = cast(list[Entry], await ar.xrevrange(keys.ALERTS, max=upper, min=lower,
+                                                     count=_CHUNK))
+        found: list[tuple[str, Alert]] = []
+        for entry_id, fields in chunk:
+            alert = visible_alert(user, entry_id, fields)
+            if alert is not None and query.matches(alert) and len(found) < left:
+                found.append((entry_id, alert))
+        if found:
+            yield found
+            left -= len(found)
+        if len(chunk) < _CHUNK:
+            return
+        upper = "(" + chunk[-1][0]
+
+
+async def alerts_csv_body(ar: aredis.Redis, user: User, query: AlertQuery, *,
+                          max_rows: int) -> AsyncIterator[bytes]:
+    """The CSV file: its header, then the rows of each chunk with its delivery records."""
+    yield export.csv_header().encode()
+    async for chunk in all_matching(ar, user, query, max_rows=max_rows):
+        logs = await delivery_logs(ar, chunk)
+        yield export.csv_text(export.alert_row(alert, logs[alert.id])
+                              for _eid, alert in chunk).encode()
+
+
 def _latency(ms: Any) -> str:
     return "" if ms is None else f"{float(ms):,.0f} ms"
 
@@ -256,10 +299,63 @@ async def alerts_page(
         "user": user, "rows": rows, "filters": filters, "older": older,
         "paged": query is not None and query.before is not None,
         "newest": "/alerts?" + urlencode(kept) if kept else "/alerts",
+        "csv_href": csv_query(kept), "csv_max_rows": EXPORT_MAX_ROWS,
         "searched_to": searched_to,
         "errors": {} if error is None else {error.field: error.message},
         "rules": choices, "symbols": sorted({c["symbol"] for c in choices}),
     })
 
 
-ROUTES = [alerts_page]
+def csv_query(kept: dict[str, str]) -> str:
+    """The CSV download of the filters a page shows (all pages of them, not its cursor)."""
+    return "/alerts.csv?" + urlencode(kept) if kept else "/alerts.csv"
+
+
+async def csv_download(request: Request[User, Any, Any], ar: aredis.Redis,
+                       symbol: str | None, rule: str | None, date_from: str | None,
+                       date_to: str | None) -> Response[Any]:
+    try:
+        query = AlertQuery.parse(symbol=symbol, rule=rule, date_from=date_from, date_to=date_to)
+    except QueryError as exc:
+        if wants_html(request):
+            return error_response(request, HTTP_400_BAD_REQUEST, str(exc))
+        return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
+                         "errors": {exc.field: exc.message}},
+                        status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
+    return Stream(alerts_csv_body(ar, request.user, query, max_rows=EXPORT_MAX_ROWS),
+                  media_type=CSV_MEDIA_TYPE,
+                  headers=export.attachment(export.filename("alerts", "csv")))
+
+
+@get("/alerts.csv")
+async def alerts_csv(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    symbol: SymbolParam = None,
+    rule: RuleParam = None,
+    date_from: FromParam = None,
+    date_to: ToParam = None,
+) -> Response[Any]:
+    """The history page's "Download CSV": every alert its filters match."""
+    return await csv_download(request, ar, symbol, rule, date_from, date_to)
+
+
+@get("/api/alerts.csv", media_type=CSV_MEDIA_TYPE,
+     response_description="The alerts as CSV (UTF-8 with a byte-order mark)")
+async def api_alerts_csv(
+    request: Request[User, Any, Any],
+    ar: NamedDependency[aredis.Redis],
+    symbol: SymbolParam = None,
+    rule: RuleParam = None,
+    date_from: FromParam = None,
+    date_to: ToParam = None,
+) -> Response[Any]:
+    """The caller's alerts that the filters of ``GET /api/alerts`` match, all of them (up to
+    100,000, newest first) as a CSV file: time_ist (ISO-8601, +05:30), time_ms (the firing
+    tick's epoch ms), symbol, rule_id, kind, price, message, ref (the reference values as
+    JSON), user, alert_id, tick_to_alert_ms, delivery (per channel), folded_into (a digest).
+    Text that starts like a spreadsheet formula gets a leading apostrophe."""
+    return await csv_download(request, ar, symbol, rule, date_from, date_to)
+
+
+ROUTES = [alerts_page, alerts_csv, api_alerts_csv]
