@@ -147,9 +147,12 @@ def _label(item: Any) -> str:
 
 
 def _reason(exc: RuleError | store.StoreError) -> str:
-    if isinstance(exc, RuleError) and exc.fields:
-        return "; ".join(f"{k}: {v}" if k else v for k, v in exc.fields.items())
-    return str(exc)
+    """``field: reason; ...`` as the form shows them beside its fields."""
+    if isinstance(exc, RuleError):
+        fields = exc.fields or {"": str(exc)}
+    else:
+        fields = {exc.field or "": str(exc)}
+    return "; ".join(f"{k}: {v}" if k else v for k, v in fields.items())
 
 
 def import_rules(r: redis.Redis, user: User, items: list[Any], *, active: bool) -> ImportReport:

@@ -6,6 +6,10 @@ A rule is checked by ``proto.rules.parse_rule`` and written through ``proto.stor
 same code as ``stormalert rule add``; the store appends each change to ``sa:rules:changes``,
 which the engine shards apply live. A user sees and changes only their own rules: anybody
 else's rule id is a 404, as if it did not exist (admins included).
+
+*Export rules* downloads them as JSON (the shape ``GET /api/rules`` answers); *Import rules*
+uploads such a file and stores each rule on its own, paused unless asked otherwise
+(``web.export`` says how).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Annotated, Any, cast
 import redis
 from litestar import MediaType, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
@@ -29,7 +34,7 @@ from litestar.status_codes import (
 from proto import keys, store
 from proto.display import alert_path
 from proto.rules import RULE_ID_RE, Rule, RuleError, parse_rule
-from web import ruleform
+from web import export, ruleform
 from web.settings import WebSettings
 from web.views import User
 
@@ -165,13 +170,18 @@ def _submit(r: redis.Redis, user: User, data: dict[str, str | list[str]],
 # its path, and the wrapped one then answers with a coroutine.
 
 
-def _list_page(r: redis.Redis, user: User, scan: int, saved: str | None) -> Template:
+def _list_page(r: redis.Redis, user: User, scan: int, saved: str | None, *,
+               report: export.ImportReport | None = None, import_error: str | None = None,
+               status: int = HTTP_200_OK) -> Template:
     rules = store.list_rules(r, user.name)
     last = last_fired(r, user.name, {rule.id for rule in rules}, scan)
     rows = [row_of(rule, last.get(rule.id)) for rule in rules]
-    return Template("rules.html", media_type=MediaType.HTML, context={
+    return Template("rules.html", status_code=status, media_type=MediaType.HTML, context={
         "user": user, "rows": rows,
-        "saved": saved if saved in {rule.id for rule in rules} else None})
+        "saved": saved if saved in {rule.id for rule in rules} else None,
+        "report": report, "import_error": import_error,
+        "import_max_rules": export.IMPORT_MAX_RULES,
+        "import_max_kib": export.IMPORT_MAX_BYTES // 1024})
 
 
 @get("/rules")
@@ -282,5 +292,48 @@ async def delete_rule(request: Request[User, Any, Any], rule_id: FromPath[str],
     return await _changed(request, r, rule_id, "delete", settings)
 
 
+def _export(r: redis.Redis, user: User) -> Response[bytes]:
+    return Response(export.rules_json(store.list_rules(r, user.name)),
+                    media_type=MediaType.JSON,
+                    headers=export.attachment(export.filename("rules", "json")))
+
+
+@get("/rules/export")
+async def export_rules(request: Request[User, Any, Any],
+                       r: NamedDependency[redis.Redis]) -> Response[bytes]:
+    """The user's rules as a JSON file, ``{"rules": [...]}`` as ``GET /api/rules`` has it."""
+    return await sync_to_thread(_export, r, request.user)
+
+
+async def _upload(value: Any) -> bytes:
+    """The uploaded file's bytes (a form field of text is taken as the file's content)."""
+    if isinstance(value, UploadFile):
+        return await value.read(export.IMPORT_MAX_BYTES + 1)
+    return value.encode() if isinstance(value, str) else b""
+
+
+def _import(r: redis.Redis, user: User, scan: int, data: bytes, active: bool) -> Template:
+    try:
+        items = export.read_rules_file(data)
+    except export.ImportFileError as exc:
+        return _list_page(r, user, scan, None, import_error=str(exc),
+                          status=HTTP_422_UNPROCESSABLE_ENTITY)
+    report = export.import_rules(r, user, items, active=active)
+    failed = report.rejected and not report.imported
+    return _list_page(r, user, scan, None, report=report,
+                      status=HTTP_422_UNPROCESSABLE_ENTITY if failed else HTTP_200_OK)
+
+
+@post("/rules/import", status_code=HTTP_200_OK,
+      request_max_body_size=export.IMPORT_MAX_BYTES + 64 * 1024)
+async def import_rules(request: Request[User, Any, Any], r: NamedDependency[redis.Redis],
+                       settings: NamedDependency[WebSettings]) -> Template:
+    """Rules from an uploaded JSON file (``file``), each stored paused unless ``active``."""
+    form = await request.form()
+    data = await _upload(form.get("file"))
+    active = form.get("active") in ("1", "on", "true")
+    return await sync_to_thread(_import, r, request.user, settings.history_scan, data, active)
+
+
 ROUTES = [rules_page, new_rule_page, params_fragment, create_rule, edit_rule_page,
-          update_rule, pause_rule, resume_rule, delete_rule]
+          update_rule, pause_rule, resume_rule, delete_rule, export_rules, import_rules]

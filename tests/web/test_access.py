@@ -105,6 +105,8 @@ ACCESS: dict[tuple[str, str], str | Own] = {
     ("GET", "/"): Own("list", marker="alert_msg"),
     ("GET", "/alerts"): Own("list", marker="alert_msg"),
     ("GET", "/api/alerts"): Own("list", marker="alert_msg"),
+    ("GET", "/alerts.csv"): Own("list", marker="alert_msg"),
+    ("GET", "/api/alerts.csv"): Own("list", marker="alert_msg"),
     ("GET", "/alerts/{alert_id}"): OBJECT,
     ("GET", "/api/alerts/{alert_id}"): OBJECT,
     ("GET", "/events"): Own("list", marker="alert_msg"),  # against a real server
@@ -129,6 +131,9 @@ ACCESS: dict[tuple[str, str], str | Own] = {
         "frequency": "every", "cooldown_s": "0", "channels": "default"}),
     ("POST", "/api/rules"): Own("write", body={
         "symbol": "NSE:INFY", "kind": "cross_above", "params": {"level": 1600}}),
+    ("GET", "/rules/export"): Own("list", marker="rule_id"),
+    ("POST", "/rules/import"): Own("write", form=True, body={
+        "file": '[{"symbol": "NSE:TCS", "kind": "cross_above", "params": {"level": 99}}]'}),
     # Test on history.
     ("GET", "/rules/{rule_id}/test"): OBJECT,
     ("POST", "/rules/{rule_id}/test"): Own("object", form=True, reads=False,
