@@ -1,8 +1,8 @@
 """Symbol suggestions in a real browser (Debian's chromium, as in test_browser.py): typing in
 the rules form's symbol box, the watchlist's add box and the alert history's filter fills
 each box's <datalist> from /symbol-options, over a master of 9000 instruments; instrument
-names and an exchange alone are searched too, and emptying a box gives back the user's own
-rule symbols (the alert filter's first suggestions). Skipped when chromium is not
+names and an exchange alone are searched too, and each box offers the user's own rule symbols
+before any typing and again once emptied. Skipped when chromium is not
 installed."""
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
     try:
         cookie = session_cookie(server.url, "alice", users["alice"])
 
+        # Before any typing each box offers the user's own rule symbols, as the alert
+        # filter does.
         open_page(browser, f"{server.url}/rules/new", cookie, "symbol")
-        assert browser.evaluate(options("symbol-options")) == []
+        assert wait_for(lambda: browser.evaluate(options("symbol-options")) == own)
         type_into(browser, "symbol", "infy")
         assert wait_for(lambda: offered(browser, "symbol-options", "NSE:INFY"))
         assert browser.evaluate(options("symbol-options")) == [
@@ -124,6 +126,7 @@ def test_typing_offers_matching_symbols(redis_url: str, r: redis.Redis, users: d
 
         # The watchlist's box: the suggestions go to its datalist, the section stays.
         open_page(browser, f"{server.url}/", cookie, "watch-symbol")
+        assert wait_for(lambda: browser.evaluate(options("watch-symbols")) == own)
         type_into(browser, "watch-symbol", "tc")
         assert wait_for(lambda: offered(browser, "watch-symbols", "NSE:TCS"))
         assert browser.evaluate("!!document.querySelector('#watchlist table.watch')")
