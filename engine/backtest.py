@@ -308,12 +308,24 @@ class Worker:
                         raise Superseded(f"{worker} took the job over meanwhile (attempt "
                                          f"{attempts}; this worker's was {run})", ended=False)
                     if renew:
-                        self.r.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
+                        self.renew_claim(entry_id)
                     pipe.multi()
                     write(pipe)
                     return pipe.execute()
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    bus.raise_if_cut(exc)  # READONLY or a lost connection: waited out
                     continue  # the hash changed since it was read: look again
+
+    def renew_claim(self, entry_id: str) -> None:
+        """The entry's idle time renewed (XCLAIM, which Redis at maxmemory still takes). With
+        the jobs stream or its group gone while the job's hash survives (a flushed node of a
+        cluster: they sit in different slots), there is no claim to renew: the hash is the
+        fence, so the run's outcome is still written, not failed over a NOGROUP."""
+        try:
+            self.r.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
 
     def finish(self, entry_id: str, key: str, **fields: str) -> None:
         """The outcome in one MULTI, fenced by this worker's run; the uploaded file is

@@ -80,7 +80,8 @@ class Checkpointer:
                 for i in range(0, len(acks), ACKS_PER_COMMAND):
                     pipe.xack(self.stream, self.group, *acks[i:i + ACKS_PER_COMMAND])
                 pipe.execute()
-            except redis.WatchError:
+            except redis.WatchError as exc:
+                bus.raise_if_cut(exc)  # a failover or a lost connection: not fenced
                 raise Fenced(f"{self.state_key} was taken over while writing") from None
 
     # The forked path ----------------------------------------------------------------

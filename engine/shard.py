@@ -91,6 +91,14 @@ def to_alert(firing: Firing, tick: Tick, aid: str, at_us: int) -> Alert:
                  channels=list(rule.channels), ref=firing.ref)
 
 
+def changes_added(info: Any) -> int | None:
+    """How many entries were ever added to a stream, from its XINFO STREAM reply; None when
+    the stream does not exist (an error reply) or Redis is older than 7.0."""
+    if isinstance(info, Exception) or "entries-added" not in info:
+        return None
+    return int(info["entries-added"])
+
+
 class Shard:
     def __init__(self, settings: EngineSettings, r: redis.Redis, runtime: Runtime) -> None:
         if not 0 <= settings.shard < settings.shards:
@@ -104,6 +112,7 @@ class Shard:
         self.book = Book(Session(frozenset(settings.engine_holidays)))
         self.bars = BarBuilder()
         self.rules_cursor = "0-0"
+        self._rules_read = 0  # the cursor's number in sa:rules:changes (1 = the first ever)
         self._next_rules = self._next_claim = self._next_trim = self._next_quotes = 0.0
         self._next_checkpoint = 0.0
         self._latest: dict[str, Tick] = {}  # quotes not yet due for the cache
@@ -120,18 +129,62 @@ class Shard:
         return keys.shard_for(symbol, self.s.shards) == self.s.shard
 
     def load_rules(self) -> None:
-        last: Any = self.r.xrevrange(keys.RULE_CHANGES, count=1)
-        self.rules_cursor = last[0][0] if last else "0-0"
+        self._mark_rules_cursor()
         for rule in store.list_rules(self.r, symbol_filter=self.owns):
             self.book.put(rule)
         self.book.removed.clear()
         log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
 
+    def resync_rules(self) -> None:
+        """The book brought to the stored rules: new and changed ones armed (a changed one
+        starts over, as when its change is read), removed and paused ones dropped, unchanged
+        ones kept with their state; the cursor moves to the newest change."""
+        self._mark_rules_cursor()
+        stored = {rule.id: rule for rule in store.list_rules(self.r, symbol_filter=self.owns)}
+        for rule_id in self.book.by_id.keys() - stored.keys():
+            self.book.remove(rule_id)
+        for rule in stored.values():
+            armed = self.book.by_id.get(rule.id)
+            if armed is None or armed.rule != rule:
+                self.book.put(rule)
+        log.info("shard %d/%d re-armed from the stored rules: %d armed", self.s.shard,
+                 self.s.shards, len(self.book))
+
+    def _mark_rules_cursor(self) -> None:
+        """The newest change becomes the cursor, with its number in the stream (how many
+        changes were ever added), read together."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(keys.RULE_CHANGES, count=1)
+            pipe.xinfo_stream(keys.RULE_CHANGES)
+            last, info = pipe.execute(raise_on_error=False)
+        if isinstance(last, Exception):
+            raise last
+        self.rules_cursor = last[0][0] if last else "0-0"
+        self._rules_read = changes_added(info) or 0
+
     def poll_rule_changes(self) -> None:
-        reply: Any = self.r.xread({keys.RULE_CHANGES: self.rules_cursor}, count=1000)
+        """Apply the rule changes after the cursor. ``sa:rules:changes`` is capped
+        (``RULE_CHANGES_MAXLEN``): when changes after the cursor were trimmed before this
+        shard read them (a burst of imports, a shard stopped a while), the book is brought to
+        the stored rules instead (``resync_rules``)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xread({keys.RULE_CHANGES: self.rules_cursor}, count=1000)
+            pipe.xinfo_stream(keys.RULE_CHANGES)
+            reply, info = pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        added = changes_added(info)
+        # The oldest change still in the stream is number added - length + 1.
+        if added is not None and added - int(info["length"]) > self._rules_read:
+            log.warning("rule changes after %s were trimmed before shard %d read them; "
+                        "reloading every rule", self.rules_cursor, self.s.shard)
+            self.rt.stats.inc("rule_resyncs")
+            self.resync_rules()
+            return
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 self.rules_cursor = entry_id
+                self._rules_read += 1
                 try:
                     _op, rule_id, rule = store.decode_rule_change(fields)
                 except RuleError as exc:

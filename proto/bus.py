@@ -64,6 +64,17 @@ def _readonly_options(retry_class: type[Retry] | type[AsyncRetry]) -> dict[str, 
             "retry_on_error": [readonly]}
 
 
+def raise_if_cut(exc: redis.WatchError) -> None:
+    """A WatchError is also how redis-py reports a transaction on a watched key that was cut
+    by the connection (READONLY after a failover, a dropped connection): the watch went with
+    it, and the real error is the WatchError's context. Raise that error when it is one to
+    wait out, so a caller retries later instead of taking it for a concurrent change of the
+    key (a newer writer, a job taken over); else return."""
+    cause = exc.__context__
+    if isinstance(cause, TRANSIENT_ERRORS):
+        raise cause from None
+
+
 class RedisUnavailable(RuntimeError):
     """Redis did not answer; the message says where we tried."""
 

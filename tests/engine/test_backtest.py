@@ -471,3 +471,16 @@ def test_a_worker_cut_off_with_a_kept_outcome_drops_it_once_another_took_over(wo
              what="bt-a to keep no outcome")
     assert world.hgetall(key) == done
     assert log.read_text().count("backtest of rule") == 1
+
+
+def test_the_jobs_group_lost_mid_run_still_ends_the_job_done(world, worker, tmp_path):
+    """The jobs stream's group destroyed while a long job runs (on a cluster the stream and
+    the job's hash sit on different nodes, and one can be flushed alone): the claim renewal
+    meets NOGROUP, yet the run's outcome is written, not a failure, and the worker goes on."""
+    rule, mine = long_job(world)
+    worker("bt-a")
+    key = on_running(world, queuer(world, rule, "nogroup-001"), lambda: world.xgroup_destroy(
+        keys.BACKTEST_JOBS, keys.BACKTEST_GROUP))
+    assert result_of(world, key, timeout_s=60)["count"] == len(replayed(rule, mine))
+    assert world.hget(key, "attempts") == "1"
+    assert "internal error" not in (tmp_path / "bt-a-0.log").read_text()

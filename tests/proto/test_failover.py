@@ -16,7 +16,9 @@ import pytest
 import redis
 
 from deploy.embedded_redis import EmbeddedRedis, free_port
-from proto import bus
+from engine.checkpoint import STATE_FIELD
+from engine.checkpointer import Checkpointer, Fenced
+from proto import bus, keys
 
 
 class Forwarder:
@@ -138,4 +140,32 @@ def test_asyncio_bus_clients_reach_the_new_primary(
         new_r = redis.Redis(port=new.port, decode_responses=True)
         assert new_r.get("k") == "after" and new_r.xlen("s") == 1
     finally:
+        forwarder.close()
+
+
+def test_a_checkpoint_cut_by_the_failover_is_waited_out_not_fenced(
+        two_servers: tuple[EmbeddedRedis, EmbeddedRedis]) -> None:
+    """A transaction on a watched key that meets READONLY reaches the caller as a WatchError
+    (redis-py: the watch went with the connection). Taken for a newer writer, it stopped the
+    shard as fenced; it is the failover, to wait out, and the retry writes on the new primary.
+    The backtest worker's fenced writes go through the same check."""
+    old, new = two_servers
+    forwarder = Forwarder(old.port)
+    r = bus.connect(f"redis://127.0.0.1:{forwarder.port}/0")
+    state, stream = keys.engine_state(0), keys.ticks(0)
+    try:
+        r.xgroup_create(stream, keys.ENGINE_GROUP, id="0", mkstream=True)
+        writer = Checkpointer(r, state, stream, keys.ENGINE_GROUP)
+        writer.claim_epoch()
+        writer.write(r, b"before", [])
+        fail_over(old, new, forwarder)
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            writer.write(r, b"after", [])
+        writer.write(r, b"after", [])  # the caller's retry, on a new connection
+        assert redis.Redis(port=new.port).hget(state, STATE_FIELD) == b"after"
+        with pytest.raises(Fenced):  # a newer incarnation still fences it
+            Checkpointer(r, state, stream, keys.ENGINE_GROUP).claim_epoch()
+            writer.write(r, b"stale", [])
+    finally:
+        r.close()
         forwarder.close()
