@@ -56,6 +56,12 @@ def csv_header() -> str:
     return BOM + csv_text([ALERT_COLUMNS])
 
 
+def truncated_row(reason: str) -> str:
+    """The last row of an export that stopped early: the file has started, so it can only
+    say so at its end."""
+    return csv_text([[f"# truncated: {reason}"]])
+
+
 def _deliveries(log: dict[str, Any]) -> str:
     """``channel (tag): status`` per channel, as the history page lists them."""
     parts = []

@@ -10,8 +10,9 @@ time range applies to when the alert was raised (its entry id), in IST for plain
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, cast
@@ -20,11 +21,12 @@ from urllib.parse import urlencode
 import redis
 import redis.asyncio as aredis
 from litestar import MediaType, Request, Response, get
+from litestar.background_tasks import BackgroundTask
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 from litestar.response import Stream, Template
-from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_429_TOO_MANY_REQUESTS
 
 from proto import delivery, keys, store
 from proto.display import IST, alert_path, format_ist
@@ -49,6 +51,11 @@ _DAY_MS = 86_400_000
 _DIGITS_RE = re.compile(r"^\d{1,15}$")
 _MAX_ID_PART = 2**64 - 2  # a stream id's parts are 64-bit; one is added to the live cursor
 EXPORT_MAX_ROWS = 100_000
+# Entries an export reads at most, matching or not: sa:alerts holds every user's alerts, and
+# parsing them runs on the event loop, so a filter that matches little must not read it all.
+EXPORT_MAX_SCAN = 1_000_000
+EXPORT_MAX_RUNNING = 2  # exports streaming at once per process; one more is answered 429
+EXPORT_RETRY_AFTER_S = 10
 CSV_MEDIA_TYPE = "text/csv"  # Litestar adds "; charset=utf-8"
 
 # Query parameters shared by the page and the API.
@@ -201,41 +208,84 @@ async def delivery_logs(ar: aredis.Redis,
     return logs
 
 
-async def all_matching(ar: aredis.Redis, user: User, query: AlertQuery, *,
-                       max_rows: int) -> AsyncIterator[list[tuple[str, Alert]]]:
+@dataclass(slots=True)
+class ExportScan:
+    """How an export went: ``truncated`` says why it stopped before the last match."""
+
+    truncated: str | None = None
+
+
+async def _more_entries(ar: aredis.Redis, upper: str, lower: str) -> bool:
+    return bool(await ar.xrevrange(keys.ALERTS, max=upper, min=lower, count=1))
+
+
+async def all_matching(ar: aredis.Redis, user: User, query: AlertQuery, *, max_rows: int,
+                       max_scan: int, scan: ExportScan,
+                       ) -> AsyncIterator[list[tuple[str, Alert]]]:
     """Every alert ``user`` may see that matches ``query``, newest first, a chunk at a time,
-    up to ``max_rows``. It reads back from the stream's newest entry when it starts: alerts
-    raised meanwhile are left out, so the rows are one consistent moment's."""
+    up to ``max_rows`` of them and ``max_scan`` entries read; when either ends it early,
+    ``scan.truncated`` says which. It reads back from the stream's newest entry when it
+    starts: alerts raised meanwhile are left out, so the rows are one consistent moment's."""
     newest = await latest_id(ar)
     upper = upper_bound(query, newest)
     if newest == START_ID or upper == "(0-0":
         return
     lower = f"{query.start_ms}-0" if query.start_ms is not None else "-"
     left = max_rows
-    while left > 0:
+    scanned = 0
+    while True:
+        count = min(_CHUNK, max_scan - scanned)
+        if count <= 0:
+            if await _more_entries(ar, upper, lower):
+                searched_to = format_ist(entry_key(upper[1:])[0])
+                scan.truncated = (f"the scan limit of {max_scan} alerts, searched back to "
+                                  f"{searched_to}; narrow the dates")
+            return
         chunk = cast(list[Entry], await ar.xrevrange(keys.ALERTS, max=upper, min=lower,
-                                                     count=_CHUNK))
+                                                     count=count))
+        scanned += len(chunk)
         found: list[tuple[str, Alert]] = []
         for entry_id, fields in chunk:
             alert = visible_alert(user, entry_id, fields)
-            if alert is not None and query.matches(alert) and len(found) < left:
-                found.append((entry_id, alert))
+            if alert is None or not query.matches(alert):
+                continue
+            if left == 0:  # a match past the cap: the file is short of it
+                scan.truncated = f"the {max_rows}-row cap; narrow the filters"
+                break
+            found.append((entry_id, alert))
+            left -= 1
         if found:
             yield found
-            left -= len(found)
-        if len(chunk) < _CHUNK:
+        if scan.truncated is not None or len(chunk) < count:
             return
         upper = "(" + chunk[-1][0]
 
 
-async def alerts_csv_body(ar: aredis.Redis, user: User, query: AlertQuery, *,
-                          max_rows: int) -> AsyncIterator[bytes]:
-    """The CSV file: its header, then the rows of each chunk with its delivery records."""
-    yield export.csv_header().encode()
-    async for chunk in all_matching(ar, user, query, max_rows=max_rows):
-        logs = await delivery_logs(ar, chunk)
-        yield export.csv_text(export.alert_row(alert, logs[alert.id])
-                              for _eid, alert in chunk).encode()
+def export_slots(request: Request[User, Any, Any]) -> asyncio.Semaphore:
+    """The exports streaming in this process (one app a process), made on first use."""
+    state = request.app.state
+    if "export_slots" not in state:
+        state.export_slots = asyncio.Semaphore(EXPORT_MAX_RUNNING)
+    return cast(asyncio.Semaphore, state.export_slots)
+
+
+async def alerts_csv_body(ar: aredis.Redis, user: User, query: AlertQuery,
+                          slots: asyncio.Semaphore, *, max_rows: int,
+                          max_scan: int) -> AsyncGenerator[bytes, None]:
+    """The CSV file: its header, the rows of each chunk with its delivery records, and a
+    last ``# truncated: ...`` row when the export stopped early. It holds one of ``slots``
+    while it runs; the ``async with`` gives it back when the client goes away mid-file too
+    (Litestar then cancels the stream and stops iterating it)."""
+    async with slots:
+        yield export.csv_header().encode()
+        scan = ExportScan()
+        async for chunk in all_matching(ar, user, query, max_rows=max_rows,
+                                        max_scan=max_scan, scan=scan):
+            logs = await delivery_logs(ar, chunk)
+            yield export.csv_text(export.alert_row(alert, logs[alert.id])
+                                  for _eid, alert in chunk).encode()
+        if scan.truncated is not None:
+            yield export.truncated_row(scan.truncated).encode()
 
 
 def _latency(ms: Any) -> str:
@@ -300,6 +350,7 @@ async def alerts_page(
         "paged": query is not None and query.before is not None,
         "newest": "/alerts?" + urlencode(kept) if kept else "/alerts",
         "csv_href": csv_query(kept), "csv_max_rows": EXPORT_MAX_ROWS,
+        "csv_max_scan": EXPORT_MAX_SCAN,
         "searched_to": searched_to,
         "errors": {} if error is None else {error.field: error.message},
         "rules": choices, "symbols": sorted({c["symbol"] for c in choices}),
@@ -309,6 +360,26 @@ async def alerts_page(
 def csv_query(kept: dict[str, str]) -> str:
     """The CSV download of the filters a page shows (all pages of them, not its cursor)."""
     return "/alerts.csv?" + urlencode(kept) if kept else "/alerts.csv"
+
+
+async def _close(body: AsyncGenerator[bytes, None]) -> None:
+    # A coroutine function: BackgroundTask runs anything else in a thread, where
+    # ``body.aclose()`` would only make a coroutine and never run it.
+    await body.aclose()
+
+
+def _exports_busy(request: Request[User, Any, Any]) -> Response[Any]:
+    detail = (f"{EXPORT_MAX_RUNNING} alert exports are already running on this server; "
+              f"try again in {EXPORT_RETRY_AFTER_S} seconds")
+    retry = {"Retry-After": str(EXPORT_RETRY_AFTER_S)}
+    if wants_html(request):
+        busy = error_response(request, HTTP_429_TOO_MANY_REQUESTS, detail)
+        busy.headers.update(retry)
+        return busy
+    # JSON spelled out: /api/alerts.csv answers text/csv by default.
+    return Response({"status": HTTP_429_TOO_MANY_REQUESTS, "detail": detail},
+                    status_code=HTTP_429_TOO_MANY_REQUESTS, media_type=MediaType.JSON,
+                    headers=retry)
 
 
 async def csv_download(request: Request[User, Any, Any], ar: aredis.Redis,
@@ -322,7 +393,16 @@ async def csv_download(request: Request[User, Any, Any], ar: aredis.Redis,
         return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
                          "errors": {exc.field: exc.message}},
                         status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
-    return Stream(alerts_csv_body(ar, request.user, query, max_rows=EXPORT_MAX_ROWS),
+    slots = export_slots(request)
+    if slots.locked():
+        return _exports_busy(request)
+    body = alerts_csv_body(ar, request.user, query, slots, max_rows=EXPORT_MAX_ROWS,
+                           max_scan=EXPORT_MAX_SCAN)
+    # A client that hangs up while the stream waits to send leaves the body suspended at a
+    # yield: Litestar cancels the send but does not close the body, so its slot would wait
+    # for the garbage collector. Closing it after the response (a no-op once it has ended)
+    # gives the slot back at once.
+    return Stream(body, background=BackgroundTask(_close, body),
                   media_type=CSV_MEDIA_TYPE,
                   headers=export.attachment(export.filename("alerts", "csv")))
 
@@ -354,7 +434,10 @@ async def api_alerts_csv(
     100,000, newest first) as a CSV file: time_ist (ISO-8601, +05:30), time_ms (the firing
     tick's epoch ms), symbol, rule_id, kind, price, message, ref (the reference values as
     JSON), user, alert_id, tick_to_alert_ms, delivery (per channel), folded_into (a digest).
-    Text that starts like a spreadsheet formula gets a leading apostrophe."""
+    Text that starts like a spreadsheet formula gets a leading apostrophe. An export reads at
+    most 1,000,000 alerts of the stream (everyone's); one cut short by that or by the row
+    cap ends with a row whose first cell is ``# truncated: <reason>``. At most 2 exports run
+    at once: another is answered 429 with Retry-After."""
     return await csv_download(request, ar, symbol, rule, date_from, date_to)
 
 

@@ -21,7 +21,7 @@ import redis.asyncio as aredis
 
 from proto import keys, store
 from proto.delivery import Record
-from proto.display import IST
+from proto.display import IST, format_ist
 from tests.web.rulehelp import HTML, Client, sign_in
 from web import history, tokens
 from web.export import ALERT_COLUMNS, safe_cell
@@ -46,7 +46,8 @@ def add(r: redis.Redis, at_ms: int, user: str, sym: str, rule: str, msg: str, *,
     return alert_id
 
 
-def read_csv(response: httpx.Response) -> list[dict[str, str]]:
+def read_export(response: httpx.Response) -> tuple[list[dict[str, str]], str | None]:
+    """The rows of a CSV download and its ``# truncated: ...`` note (None: complete)."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert FILENAME.match(response.headers["content-disposition"]), response.headers
@@ -54,7 +55,18 @@ def read_csv(response: httpx.Response) -> list[dict[str, str]]:
     assert text.startswith("\ufeff")  # Excel reads UTF-8 only after a byte-order mark
     rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
     assert tuple(rows[0]) == ALERT_COLUMNS
-    return [dict(zip(ALERT_COLUMNS, row, strict=True)) for row in rows[1:]]
+    note = None
+    if rows[-1][0].startswith("# truncated: "):
+        assert len(rows[-1]) == 1, rows[-1]
+        note = rows.pop()[0]
+    return [dict(zip(ALERT_COLUMNS, row, strict=True)) for row in rows[1:]], note
+
+
+def read_csv(response: httpx.Response) -> list[dict[str, str]]:
+    """The rows of a complete CSV download (no truncation note)."""
+    rows, note = read_export(response)
+    assert note is None, note
+    return rows
 
 
 @pytest.fixture
@@ -180,11 +192,137 @@ def test_bad_filters_and_the_cap(client: Client, users: dict[str, str], r: redis
     page = client.get("/alerts.csv?from=soon", headers=HTML)
     assert page.status_code == 400 and "expected a date" in page.text
     monkeypatch.setattr(history, "EXPORT_MAX_ROWS", 700)
-    rows: list[dict[str, Any]] = read_csv(client.get("/alerts.csv"))
+    rows, note = read_export(client.get("/alerts.csv"))
     assert [row["message"] for row in rows] == [f"alice {i}" for i in range(1299, 599, -1)]
+    assert note == "# truncated: the 700-row cap; narrow the filters"
+    # Exactly as many matches as the cap: the file is complete and says nothing.
+    monkeypatch.setattr(history, "EXPORT_MAX_ROWS", 1300)
+    assert len(read_csv(client.get("/alerts.csv"))) == 1300
 
 
 def test_an_empty_history(client: Client, users: dict[str, str]) -> None:
     sign_in(client, "alice", users["alice"])
     assert read_csv(client.get("/alerts.csv")) == []
     assert read_csv(client.get(f"/alerts.csv?to={DAY_MS}")) == []
+
+
+def test_the_scan_budget(client: Client, users: dict[str, str], many: list[int],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export reads at most EXPORT_MAX_SCAN entries (everyone's), whatever it wrote."""
+    sign_in(client, "alice", users["alice"])
+    monkeypatch.setattr(history, "EXPORT_MAX_SCAN", 600)
+    # 600 entries back from the newest: 300 minutes of alice's and bob's, down to alert 1000.
+    searched_to = format_ist(many[1000])
+    rows, note = read_export(client.get("/alerts.csv?symbol=NSE:NOPE"))
+    assert rows == []
+    assert note == (f"# truncated: the scan limit of 600 alerts, searched back to "
+                    f"{searched_to}; narrow the dates")
+    rows, note = read_export(client.get("/api/alerts.csv?symbol=NSE:INFY"))
+    assert [row["message"] for row in rows] == [f"alice {i}" for i in range(1298, 999, -2)]
+    assert note is not None and "scan limit of 600 alerts" in note
+    # Dates that hold fewer entries than the budget: complete.
+    narrow = read_csv(client.get(f"/alerts.csv?from={many[1100]}&to={many[1299] + 1}"))
+    assert len(narrow) == 200
+    # A budget of exactly the whole stream reads it all: complete too.
+    monkeypatch.setattr(history, "EXPORT_MAX_SCAN", 2600)
+    assert len(read_csv(client.get("/alerts.csv"))) == 1300
+
+
+class StalledDownload:
+    """A GET through the app's ASGI interface by a client that takes the first chunk of the
+    body, then stops reading (its send never returns) until it hangs up."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.status = 0
+        self.started = asyncio.Event()  # the first chunk of the body came
+        self.gone = asyncio.Event()  # the client hangs up
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.asked:
+            self.asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and message.get("body"):
+            self.started.set()
+            await asyncio.Event().wait()  # never read on
+
+
+class FullDownload:
+    """A GET through the app's ASGI interface by a client that reads the whole answer."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.done = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.asked:
+            self.asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+            if not message.get("more_body"):
+                self.done.set()
+
+
+def api_scope(path: str, token: str) -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 40000),
+            "server": ("testserver", 80), "state": {},
+            "headers": [(b"host", b"testserver"),
+                        (b"authorization", f"Bearer {token}".encode())]}
+
+
+async def full_get(app: Any, token: str) -> FullDownload:
+    download = FullDownload()
+    await asyncio.wait_for(app(api_scope("/api/alerts.csv", token), download.receive,
+                               download.send), 30)
+    return download
+
+
+async def two_stalled_then_a_third(app: Any, token: str) -> tuple[list[int], FullDownload,
+                                                                  FullDownload]:
+    """Two downloads that stall after their first chunk, a third while they do, and a
+    fourth after both clients hung up."""
+    stalled = [StalledDownload(), StalledDownload()]
+    running = [asyncio.create_task(app(api_scope("/api/alerts.csv", token), d.receive, d.send))
+               for d in stalled]
+    await asyncio.wait_for(asyncio.gather(*(d.started.wait() for d in stalled)), 30)
+    third = await full_get(app, token)
+    for download in stalled:
+        download.gone.set()
+    await asyncio.wait_for(asyncio.gather(*running), 30)
+    return [d.status for d in stalled], third, await full_get(app, token)
+
+
+def test_two_exports_at_a_time(client: Client, users: dict[str, str], redis_url: str,
+                               many: list[int]) -> None:
+    sign_in(client, "bob", users["bob"])
+    for _ in range(3):  # a finished download gives its slot back
+        assert len(read_csv(client.get("/alerts.csv?symbol=NSE:INFY"))) == 1300
+    token = asyncio.run(make_token(redis_url, "bob"))
+    statuses, third, after = client.blocking_portal.call(two_stalled_then_a_third,
+                                                         client.app, token)
+    assert statuses == [200, 200]
+    assert third.status == 429 and third.headers["retry-after"] == "10"
+    assert orjson.loads(third.body)["detail"] == (
+        "2 alert exports are already running on this server; try again in 10 seconds")
+    # Both clients hung up mid-file: their slots are free again.
+    assert after.status == 200, after.body
+    assert after.body.decode().count("\n") == 1301
