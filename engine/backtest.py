@@ -322,6 +322,14 @@ class Worker:
         cluster: they sit in different slots), there is no claim to renew: the hash is the
         fence, so the run's outcome is still written, not failed over a NOGROUP."""
         try:
+            # Another worker's XAUTOCLAIM may have taken the entry before its run marked the
+            # hash: that run is the job's now (taking the entry back would leave it to a run
+            # this worker is dropping).
+            pending: Any = self.r.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id,
+                                                 count=1)
+            if pending and pending[0]["consumer"] != self.consumer:
+                raise Superseded(f"{pending[0]['consumer']} claimed the job's entry meanwhile",
+                                 ended=False)
             self.r.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
         except redis.ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):

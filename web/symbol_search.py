@@ -203,7 +203,7 @@ class Catalogue:
             if not rest:  # "nse:": the exchange's symbols
                 return self._by_exchange.get(exchange, [])[:picks.limit] if exchange else []
             self._symbols([q], self._full, self._in_full, picks)
-            self._names(rest, picks, exchange)
+            self._names(rest, picks, exchange or None)  # ":infosys": any exchange
         elif q:
             spaceless = q.replace(" ", "")  # "tata motors" finds TATAMOTORS
             self._symbols(list(dict.fromkeys([q, spaceless])), self._trading,

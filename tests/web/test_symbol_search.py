@@ -135,6 +135,7 @@ def test_spaces_around_the_colon_are_dropped() -> None:
     ("nse:infosys", ["NSE:INFY"]),
     ("bse:infosys", ["BSE:INFY"]),
     ("bse:state bank", []),
+    (":infosys", ["BSE:INFY", "NSE:INFY"]),  # an empty exchange: any
     ("nse:bank of", ["NSE:SBIN", "NSE:UNIONBANK", "NSE:BANKBARODA"]),
     ("reliance", []),
 ])
