@@ -141,14 +141,18 @@ class Worker:
         """Drop the records of entries no longer pending with this consumer: another worker
         took them over while this one was cut off from Redis (and may have finished them)."""
         for entry_id in set(self._runs) | set(self._unwritten):
-            pending: Any = self.r.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id,
-                                                 count=1)
-            if not pending or pending[0]["consumer"] != self.consumer:
-                owner = pending[0]["consumer"] if pending else "no one (acked)"
+            holder = self.holder(entry_id)
+            if holder != self.consumer:
                 log.warning("job entry %s is pending with %s, no longer with this worker: "
-                            "dropped what this worker kept for it", entry_id, owner)
+                            "dropped what this worker kept for it", entry_id,
+                            holder or "no one (acked)")
                 self.rt.stats.inc("jobs_superseded")
                 self.forget(entry_id)
+
+    def holder(self, entry_id: str) -> str | None:
+        """The consumer the entry is pending with; None once acked."""
+        pending: Any = self.r.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id, count=1)
+        return str(pending[0]["consumer"]) if pending else None
 
     def forget(self, entry_id: str) -> None:
         self._runs.pop(entry_id, None)
@@ -325,11 +329,9 @@ class Worker:
             # Another worker's XAUTOCLAIM may have taken the entry before its run marked the
             # hash: that run is the job's now (taking the entry back would leave it to a run
             # this worker is dropping).
-            pending: Any = self.r.xpending_range(JOBS, GROUP, min=entry_id, max=entry_id,
-                                                 count=1)
-            if pending and pending[0]["consumer"] != self.consumer:
-                raise Superseded(f"{pending[0]['consumer']} claimed the job's entry meanwhile",
-                                 ended=False)
+            holder = self.holder(entry_id)
+            if holder is not None and holder != self.consumer:
+                raise Superseded(f"{holder} claimed the job's entry meanwhile", ended=False)
             self.r.xclaim(JOBS, GROUP, self.consumer, 0, [entry_id], justid=True)
         except redis.ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):

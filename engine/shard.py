@@ -129,16 +129,10 @@ class Shard:
         return keys.shard_for(symbol, self.s.shards) == self.s.shard
 
     def load_rules(self) -> None:
-        self._mark_rules_cursor()
-        for rule in store.list_rules(self.r, symbol_filter=self.owns):
-            self.book.put(rule)
-        self.book.removed.clear()
-        log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
-
-    def resync_rules(self) -> None:
-        """The book brought to the stored rules: new and changed ones armed (a changed one
-        starts over, as when its change is read), removed and paused ones dropped, unchanged
-        ones kept with their state; the cursor moves to the newest change."""
+        """The book brought to the stored rules (at start: every stored rule armed). New and
+        changed ones are armed (a changed one starts over, as when its change is read),
+        removed and paused ones dropped, unchanged ones kept with their state; the cursor
+        moves to the newest change."""
         self._mark_rules_cursor()
         stored = {rule.id: rule for rule in store.list_rules(self.r, symbol_filter=self.owns)}
         for rule_id in self.book.by_id.keys() - stored.keys():
@@ -147,8 +141,7 @@ class Shard:
             armed = self.book.by_id.get(rule.id)
             if armed is None or armed.rule != rule:
                 self.book.put(rule)
-        log.info("shard %d/%d re-armed from the stored rules: %d armed", self.s.shard,
-                 self.s.shards, len(self.book))
+        log.info("shard %d/%d armed %d rules", self.s.shard, self.s.shards, len(self.book))
 
     def _mark_rules_cursor(self) -> None:
         """The newest change becomes the cursor, with its number in the stream (how many
@@ -164,7 +157,7 @@ class Shard:
         """Apply the rule changes after the cursor. ``sa:rules:changes`` is capped
         (``RULE_CHANGES_MAXLEN``): when changes after the cursor were trimmed before this
         shard read them (a burst of imports, a shard stopped a while), the book is brought to
-        the stored rules instead (``resync_rules``)."""
+        the stored rules instead (``load_rules``)."""
         # In one round trip, not one MULTI (a cluster client's pipeline of a MULTI answers
         # otherwise): a change added in between grows the count and the length alike.
         pipe = self.r.pipeline(transaction=False)
@@ -179,7 +172,7 @@ class Shard:
             log.warning("rule changes after %s were trimmed before shard %d read them; "
                         "reloading every rule", self.rules_cursor, self.s.shard)
             self.rt.stats.inc("rule_resyncs")
-            self.resync_rules()
+            self.load_rules()
             return
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
