@@ -15,7 +15,6 @@ from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.status_codes import (
     HTTP_200_OK,
-    HTTP_400_BAD_REQUEST,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
@@ -73,8 +72,7 @@ async def api_alerts(
         query = history.AlertQuery.parse(symbol=symbol, rule=rule, date_from=date_from,
                                          date_to=date_to, before=before, limit=limit)
     except history.QueryError as exc:
-        return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
-                         "errors": {exc.field: exc.message}}, status_code=HTTP_400_BAD_REQUEST)
+        return history.query_refused(request, exc)
     page = await history.find_alerts(ar, request.user, query, scan=settings.history_scan)
     logs = await history.delivery_logs(ar, page.alerts)
     alerts = [{"entry_id": entry_id, **dataclasses.asdict(alert), **logs[alert.id]}

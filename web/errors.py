@@ -56,15 +56,19 @@ def wants_html(request: Req) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def error_response(request: Req, status: int, detail: str | None = None) -> Response[Any]:
+def error_response(request: Req, status: int, detail: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response[Any]:
+    """The error page for a browser, else ``{"status", "detail"}`` as JSON (also from a route
+    that answers another type, such as CSV)."""
     title = TITLES.get(status, "Error")
     if wants_html(request):
         return Template(
-            "error.html", status_code=status, media_type=MediaType.HTML,
+            "error.html", status_code=status, media_type=MediaType.HTML, headers=headers,
             context={"status": status, "title": title,
                      "explanation": detail or EXPLANATIONS.get(status, "")},
         )
-    return Response({"status": status, "detail": detail or title}, status_code=status)
+    return Response({"status": status, "detail": detail or title}, status_code=status,
+                    media_type=MediaType.JSON, headers=headers)
 
 
 def on_not_authorized(request: Req, exc: NotAuthorizedException) -> Response[Any]:

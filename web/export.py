@@ -27,6 +27,7 @@ from proto import store
 from proto.display import IST
 from proto.events import Alert
 from proto.rules import Rule, RuleError, parse_rule
+from web.ruleform import errors_detail, errors_of
 from web.views import User, ist_datetime
 
 BOM = "\ufeff"
@@ -152,15 +153,6 @@ def _label(item: Any) -> str:
     return " ".join(str(item.get(k)) for k in ("symbol", "kind") if isinstance(item.get(k), str))
 
 
-def _reason(exc: RuleError | store.StoreError) -> str:
-    """``field: reason; ...`` as the form shows them beside its fields."""
-    if isinstance(exc, RuleError):
-        fields = exc.fields or {"": str(exc)}
-    else:
-        fields = {exc.field or "": str(exc)}
-    return "; ".join(f"{k}: {v}" if k else v for k, v in fields.items())
-
-
 def import_rules(r: redis.Redis, user: User, items: list[Any], *, active: bool) -> ImportReport:
     """Check and store each rule of ``items`` as ``user``'s, with a new id, ``active`` or
     paused as chosen (the file's ``id`` and ``active`` are not used)."""
@@ -179,7 +171,7 @@ def import_rules(r: redis.Redis, user: User, items: list[Any], *, active: bool) 
                 continue
             store.add_rule(r, rule)
         except (RuleError, store.StoreError) as exc:
-            report.rejected.append((number, label, _reason(exc)))
+            report.rejected.append((number, label, errors_detail(errors_of(exc))))
             continue
         have[_identity(rule)] = rule.id
         report.imported.append((number, rule))

@@ -368,18 +368,13 @@ async def _close(body: AsyncGenerator[bytes, None]) -> None:
     await body.aclose()
 
 
-def _exports_busy(request: Request[User, Any, Any]) -> Response[Any]:
-    detail = (f"{EXPORT_MAX_RUNNING} alert exports are already running on this server; "
-              f"try again in {EXPORT_RETRY_AFTER_S} seconds")
-    retry = {"Retry-After": str(EXPORT_RETRY_AFTER_S)}
+def query_refused(request: Request[User, Any, Any], exc: QueryError) -> Response[Any]:
+    """A filter refused: the error page for a browser, else JSON naming the field."""
     if wants_html(request):
-        busy = error_response(request, HTTP_429_TOO_MANY_REQUESTS, detail)
-        busy.headers.update(retry)
-        return busy
-    # JSON spelled out: /api/alerts.csv answers text/csv by default.
-    return Response({"status": HTTP_429_TOO_MANY_REQUESTS, "detail": detail},
-                    status_code=HTTP_429_TOO_MANY_REQUESTS, media_type=MediaType.JSON,
-                    headers=retry)
+        return error_response(request, HTTP_400_BAD_REQUEST, str(exc))
+    return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
+                     "errors": {exc.field: exc.message}},
+                    status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
 
 
 async def csv_download(request: Request[User, Any, Any], ar: aredis.Redis,
@@ -388,14 +383,14 @@ async def csv_download(request: Request[User, Any, Any], ar: aredis.Redis,
     try:
         query = AlertQuery.parse(symbol=symbol, rule=rule, date_from=date_from, date_to=date_to)
     except QueryError as exc:
-        if wants_html(request):
-            return error_response(request, HTTP_400_BAD_REQUEST, str(exc))
-        return Response({"status": HTTP_400_BAD_REQUEST, "detail": str(exc),
-                         "errors": {exc.field: exc.message}},
-                        status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
+        return query_refused(request, exc)
     slots = export_slots(request)
     if slots.locked():
-        return _exports_busy(request)
+        return error_response(
+            request, HTTP_429_TOO_MANY_REQUESTS,
+            f"{EXPORT_MAX_RUNNING} alert exports are already running on this server; "
+            f"try again in {EXPORT_RETRY_AFTER_S} seconds",
+            headers={"Retry-After": str(EXPORT_RETRY_AFTER_S)})
     body = alerts_csv_body(ar, request.user, query, slots, max_rows=EXPORT_MAX_ROWS,
                            max_scan=EXPORT_MAX_SCAN)
     # A client that hangs up while the stream waits to send leaves the body suspended at a

@@ -16,7 +16,8 @@ from pydantic.fields import FieldInfo
 
 from proto.display import IST, format_ist
 from proto.rulekinds import REGISTRY
-from proto.rules import Rule
+from proto.rules import Rule, RuleError
+from proto.store import StoreError
 
 PARAM_PREFIX = "params."
 FREQUENCIES = {
@@ -213,3 +214,15 @@ def rule_row(rule: Rule, last: tuple[int, str] | None) -> dict[str, Any]:
         "options": options, "channels": ", ".join(rule.channels),
         "last_fired": None if last is None else {"time": format_ist(last[0]), "id": last[1]},
     }
+
+
+def errors_of(exc: RuleError | StoreError) -> dict[str, str]:
+    """Field (``symbol``, ``params.pct``, ...) -> message; ``""`` for the rule as a whole."""
+    if isinstance(exc, RuleError):
+        return exc.fields or {"": str(exc)}
+    return {exc.field or "": str(exc)}
+
+
+def errors_detail(errors: dict[str, str]) -> str:
+    """``field: message; ...`` in one line (the rule as a whole without a field)."""
+    return "; ".join(f"{k}: {v}" if k else v for k, v in errors.items())

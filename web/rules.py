@@ -69,7 +69,7 @@ def save_rule(r: redis.Redis, user: User, data: dict[str, Any], *, rule_id: str 
               active: bool | None = None) -> Rule:
     """Check and store the rule ``data`` describes: a new one, or the replacement of the
     user's rule ``rule_id`` (which keeps its active state unless ``active`` is given).
-    Raises RuleError or StoreError, whose ``errors_of`` say what is wrong where."""
+    Raises RuleError or StoreError, whose ``ruleform.errors_of`` say what is wrong where."""
     overrides: dict[str, Any] = {"user": user.name}
     if rule_id is None:
         if active is not None:
@@ -78,13 +78,6 @@ def save_rule(r: redis.Redis, user: User, data: dict[str, Any], *, rule_id: str 
     current = own_rule(r, user, rule_id)
     overrides.update(id=rule_id, active=current.active if active is None else active)
     return store.update_rule(r, parse_rule(data, **overrides))
-
-
-def errors_of(exc: RuleError | store.StoreError) -> dict[str, str]:
-    """Field (``symbol``, ``params.pct``, ...) -> message; ``""`` for the rule as a whole."""
-    if isinstance(exc, RuleError):
-        return exc.fields or {"": str(exc)}
-    return {exc.field or "": str(exc)}
 
 
 def form_errors(errors: dict[str, str]) -> dict[str, str]:
@@ -159,7 +152,7 @@ def _submit(r: redis.Redis, user: User, data: dict[str, str | list[str]],
         rule = save_rule(r, user, ruleform.rule_data(data), rule_id=rule_id,
                          active=False if testing and rule_id is None else None)
     except (RuleError, store.StoreError) as exc:
-        return _form_page(r, user, values, errors=errors_of(exc), rule_id=rule_id,
+        return _form_page(r, user, values, errors=ruleform.errors_of(exc), rule_id=rule_id,
                           status=HTTP_422_UNPROCESSABLE_ENTITY)
     target = f"/rules/{rule.id}/test" if testing else f"/rules?saved={rule.id}"
     return Redirect(target, status_code=HTTP_303_SEE_OTHER)

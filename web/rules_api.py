@@ -26,7 +26,8 @@ from litestar.types import ExceptionHandlersMap
 
 from proto import store
 from proto.rules import Rule, RuleError
-from web.rules import delete_own_rule, errors_of, own_rule, save_rule
+from web.ruleform import errors_detail, errors_of
+from web.rules import delete_own_rule, own_rule, save_rule
 from web.views import User
 
 Frequency = Literal["once", "every", "once_per_bar"]
@@ -101,8 +102,8 @@ def rule_out(rule: Rule) -> RuleOut:
 
 
 def _rejected(errors: dict[str, str]) -> Response[RuleErrors]:
-    detail = "; ".join(f"{k}: {v}" if k else v for k, v in errors.items())
-    return Response(RuleErrors(status=HTTP_400_BAD_REQUEST, detail=detail, errors=errors),
+    return Response(RuleErrors(status=HTTP_400_BAD_REQUEST, detail=errors_detail(errors),
+                               errors=errors),
                     status_code=HTTP_400_BAD_REQUEST)
 
 
